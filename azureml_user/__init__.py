@@ -1,0 +1,1 @@
+"""Compatibility package: ``from azureml_user.parallel_run import EntryScript`` works in daskprs."""

@@ -1,0 +1,5 @@
+"""Azure ML's entry-script helper module, served by daskprs."""
+
+from daskprs.entry_script import EntryScript
+
+__all__ = ["EntryScript"]

@@ -1,0 +1,132 @@
+"""Where a job runs: an embedded LocalCluster, an address, a Client, or a cluster class.
+
+Order: ``step.run(client=)`` > CLI ``--scheduler`` > ``compute_target`` > an existing
+``distributed.default_client()`` > Dask's ``scheduler-address`` config > a LocalCluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+from distributed import Client, LocalCluster
+
+from daskprs.errors import ClusterError
+
+logger = logging.getLogger(__name__)
+
+# Dask's defaults hold root tasks back (worker-saturation 1.1); a mini-batch task is
+# cheap to send and its data small, so sending all lets workers start the next at once.
+_SCHEDULER_CONFIG = {"distributed.scheduler.worker-saturation": float("inf"),
+                     "dataframe.convert-string": False}
+
+
+@dataclass
+class Connection:
+    """A client to run on, and whether daskprs started (and will close) its cluster."""
+
+    client: Client
+    owned: bool
+    threads_per_runner: int | None
+
+
+@contextlib.contextmanager
+def connect(target: Any, processes: int, node_count: int) -> Iterator[Connection]:
+    """Yield a connection to the cluster ``target`` names; close what was started here.
+
+    Parameters
+    ----------
+    target
+        ``None``, ``"local"``, a scheduler address, a ``Client``, a ``Cluster``, or
+        ``{"class": "module.Class", "options": {...}}``.
+    processes
+        Worker processes of a cluster daskprs starts.
+    node_count
+        Nodes (jobs) of a cluster class daskprs starts.
+    """
+    with dask.config.set(_SCHEDULER_CONFIG):
+        if isinstance(target, Client):
+            yield Connection(target, False, None)
+        elif target is not None and hasattr(target, "scheduler_address"):
+            with Client(target) as client:
+                yield Connection(client, False, None)
+        elif isinstance(target, str) and "://" in target:
+            with _client_for_address(target) as client:
+                yield Connection(client, False, None)
+        elif isinstance(target, dict):
+            with _cluster_class(target, processes, node_count) as connection:
+                yield connection
+        elif target is None and _default_client() is not None:
+            yield Connection(_default_client(), False, None)
+        elif target is None and dask.config.get("scheduler-address", None):
+            with _client_for_address(dask.config.get("scheduler-address")) as client:
+                yield Connection(client, False, None)
+        else:
+            with _local_cluster(processes) as connection:
+                yield connection
+
+
+def _default_client() -> Client | None:
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except ValueError:
+        return None
+
+
+@contextlib.contextmanager
+def _client_for_address(address: str) -> Iterator[Client]:
+    try:
+        client = Client(address, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        raise ClusterError(f"scheduler {address!r} cannot be reached ({exc}). Start it with "
+                           f"'dask scheduler', check the address, or leave --scheduler unset "
+                           f"to run on this machine.") from exc
+    with client:
+        yield client
+
+
+@contextlib.contextmanager
+def _local_cluster(processes: int) -> Iterator[Connection]:
+    cores = os.cpu_count() or 1
+    dashboard = ":0" if importlib.util.find_spec("bokeh") else None
+    cluster = LocalCluster(n_workers=processes, threads_per_worker=1, processes=True,
+                           dashboard_address=dashboard, silence_logs=logging.ERROR)
+    try:
+        with Client(cluster) as client:
+            yield Connection(client, True, max(1, cores // processes))
+    finally:
+        cluster.close()
+
+
+@contextlib.contextmanager
+def _cluster_class(target: dict[str, Any], processes: int, node_count: int
+                   ) -> Iterator[Connection]:
+    module_name, _, class_name = str(target["class"]).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except ImportError as exc:
+        package = module_name.split(".")[0].replace("_", "-")
+        raise ClusterError(f"compute_target.class: cannot import {module_name!r} ({exc}). "
+                           f"Install it: pip install {package}") from exc
+    except AttributeError as exc:
+        raise ClusterError(f"compute_target.class: {module_name!r} has no {class_name!r}. "
+                           f"Check the class name.") from exc
+    cluster = cls(**dict(target.get("options") or {}))
+    try:
+        try:
+            cluster.scale(jobs=node_count)
+        except TypeError:
+            cluster.scale(processes)
+        with Client(cluster) as client:
+            client.wait_for_workers(1, timeout=300)
+            yield Connection(client, True, None)
+    finally:
+        cluster.close()

@@ -1,0 +1,62 @@
+"""The job fingerprint: what must be equal for an earlier job's results to be reused."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+from typing import Any
+
+from daskprs.config import ParallelRunConfig
+
+_CONFIG_KEYS = ("mini_batch_size", "partition_keys", "output_action", "append_row_file_name",
+                "append_row_separator", "environment", "environment_variables")
+
+
+def job_fingerprint(config: ParallelRunConfig, arguments: list[str],
+                    listing: list[tuple[str, int, str]], output_path: str,
+                    storage_options: list[dict[str, Any]]) -> str:
+    """A sha256 over the source folder, script, arguments, input listing and the config
+    parameters that change results (not thresholds, tries, timeouts or worker counts)."""
+    parts: dict[str, Any] = {
+        "source": _source_listing(config.source_directory, output_path),
+        "script": _script_source(config),
+        "arguments": list(arguments),
+        "inputs": [list(entry) for entry in listing],
+        "config": {key: getattr(config, key) for key in _CONFIG_KEYS},
+        "storage_options": storage_options,
+    }
+    text = json.dumps(parts, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _source_listing(folder: str | None, output_path: str) -> list[tuple[str, int, int]]:
+    if not folder:
+        return []
+    entries = []
+    output = os.path.abspath(output_path) if "://" not in output_path else None
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__"
+                         and os.path.join(root, d) != output)
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            stat = os.stat(path)
+            entries.append((os.path.relpath(path, folder), stat.st_size, stat.st_mtime_ns))
+    return entries
+
+
+def _script_source(config: ParallelRunConfig) -> str:
+    path = config.script_path
+    if path is not None:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    pieces = []
+    for name in ("init", "run", "shutdown"):
+        function = getattr(config.entry_script, name, None)
+        if function is not None:
+            try:
+                pieces.append(inspect.getsource(function))
+            except (OSError, TypeError):
+                pieces.append(repr(function))
+    return "\n".join(pieces)

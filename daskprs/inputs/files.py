@@ -1,0 +1,34 @@
+"""File inputs: ``mini_batch_size`` files per mini-batch, in sorted path order."""
+
+from __future__ import annotations
+
+from daskprs.datasets import FileDataset
+from daskprs.errors import InputError
+from daskprs.inputs.listing import list_input
+from daskprs.inputs.plan import MiniBatch, Plan
+from daskprs.sizes import MiniBatchSize
+
+
+def plan_files(datasets: list[FileDataset], size: MiniBatchSize) -> Plan:
+    """Plan the mini-batches of file inputs (in input order, ordinals from 0).
+
+    Raises
+    ------
+    InputError
+        When an input matches no files.
+    """
+    batches: list[MiniBatch] = []
+    listing: list[tuple[str, int, str]] = []
+    for dataset in datasets:
+        files = list_input(dataset.paths, dataset.storage_options, None,
+                           f"input {dataset.name!r}")
+        if not files:
+            raise InputError(f"input {dataset.name!r} ({dataset.describe()}) has no files.")
+        urls = [f.url for f in files]
+        for ordinal, start in enumerate(range(0, len(urls), size.count)):
+            chunk = tuple(urls[start:start + size.count])
+            batches.append(MiniBatch(index=len(batches), id=f"{dataset.name}-{ordinal}",
+                                     input_name=str(dataset.name), paths=chunk,
+                                     items=len(chunk), first_row=start))
+        listing.extend((f.url, f.size, f.version) for f in files)
+    return Plan(kind="file", mini_batches=batches, listing=listing)

@@ -1,0 +1,89 @@
+"""The planner's output: mini-batch descriptors, small and picklable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class MiniBatch:
+    """One planned mini-batch; what a worker needs to read it and what records name it.
+
+    Parameters
+    ----------
+    index
+        Global position in the job (inputs in order, then ordinals).
+    id
+        ``<input name>-<ordinal>``, stable across runs of the same inputs.
+    input_name
+        The input it belongs to.
+    source
+        How to read it (a :class:`TabularSource`, or None for file inputs).
+    path
+        The file it reads (tabular files), else None.
+    start, stop
+        Row range (Parquet, pandas) or byte range (delimited) within ``path``.
+    first_row
+        Row number (from 0 within the file) of the first item, when known.
+    items
+        Planned item count, when known before reading.
+    paths
+        File inputs: the files of the mini-batch.
+    partition_key_value
+        The partition key values this mini-batch holds, when partitioned by key.
+    payload
+        An in-memory piece of a pandas input.
+    """
+
+    index: int
+    id: str
+    input_name: str
+    source: Any = None
+    path: str | None = None
+    start: int = 0
+    stop: int = 0
+    first_row: int | None = None
+    items: int | None = None
+    paths: tuple[str, ...] = ()
+    partition_key_value: dict[str, Any] | None = None
+    payload: Any = field(default=None, repr=False, compare=False)
+
+    def item_labels(self, items: int | None = None) -> tuple[str, str]:
+        """``(first_item, last_item)`` as ``mini_batches.csv`` writes them."""
+        if self.paths:
+            return self.paths[0], self.paths[-1]
+        where = self.path or self.input_name
+        count = self.items if self.items is not None else items
+        if self.first_row is None:
+            return f"{where}@{self.start}", f"{where}@{self.stop}"
+        last = self.first_row + max((count or 0) - 1, 0)
+        return f"{where}#{self.first_row}", f"{where}#{last}"
+
+
+@dataclass
+class Plan:
+    """Every mini-batch of a job, with what the job needs to know about its inputs.
+
+    Parameters
+    ----------
+    kind
+        ``"tabular"`` or ``"file"``.
+    mini_batches
+        In job order.
+    meta
+        Tabular: an empty DataFrame with the columns and dtypes every mini-batch has.
+    listing
+        ``(url, size, version)`` of every input file, for the fingerprint.
+    """
+
+    kind: str
+    mini_batches: list[MiniBatch]
+    meta: Any = None
+    listing: list[tuple[str, int, str]] = field(default_factory=list)
+
+    @property
+    def total_items(self) -> int | None:
+        """Items over all mini-batches, when every count is known before reading."""
+        counts = [mb.items for mb in self.mini_batches]
+        return None if any(c is None for c in counts) else sum(counts)  # type: ignore[misc]

@@ -1,0 +1,290 @@
+"""Tabular inputs: plan mini-batches from metadata, and read one mini-batch on a worker.
+
+Bytes are estimated, never measured by reading the data: Parquet column chunks'
+``total_uncompressed_size`` from the footer, CSV file bytes, pandas
+``memory_usage(deep=True)``. A mini-batch never spans two files.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from daskprs.datasets import TabularDataset
+from daskprs.errors import InputError
+from daskprs.inputs.listing import DELIMITED_SUFFIXES, PARQUET_SUFFIXES, ListedFile, list_input
+from daskprs.inputs.plan import MiniBatch, Plan
+from daskprs.sizes import MiniBatchSize
+
+logger = logging.getLogger(__name__)
+
+READ_ERROR = "daskprs.read_error"
+MINI_BATCH = "daskprs.mini_batch"
+DTYPE_SAMPLE_ROWS = 10_000
+_NEWLINE_CHUNK = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TabularSource:
+    """How a worker reads the mini-batches of one tabular input."""
+
+    format: str
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    separator: str = ","
+    header: bool = True
+    columns: tuple[Any, ...] = ()
+    dtypes: dict[Any, Any] | None = None
+
+
+def plan_tabular(datasets: list[TabularDataset], size: MiniBatchSize) -> Plan:
+    """Plan the mini-batches of tabular inputs (in input order, ordinals from 0).
+
+    Raises
+    ------
+    InputError
+        When an input matches no files or no rows, or its files cannot be read.
+    """
+    batches: list[MiniBatch] = []
+    listing: list[tuple[str, int, str]] = []
+    meta = None
+    for dataset in datasets:
+        planner = _PLANNERS[dataset.format]
+        pieces, input_meta, files = planner(dataset, size)
+        if not pieces:
+            raise InputError(f"input {dataset.name!r} ({dataset.describe()}) has no rows. "
+                             f"Point it at data that has rows.")
+        for ordinal, piece in enumerate(pieces):
+            batches.append(MiniBatch(index=len(batches), id=f"{dataset.name}-{ordinal}",
+                                     input_name=str(dataset.name), **piece))
+        listing.extend((f.url, f.size, f.version) for f in files)
+        meta = input_meta if meta is None else meta
+    return Plan(kind="tabular", mini_batches=batches, meta=meta, listing=listing)
+
+
+def _plan_parquet(dataset: TabularDataset, size: MiniBatchSize
+                  ) -> tuple[list[dict[str, Any]], pd.DataFrame, list[ListedFile]]:
+    files = list_input(dataset.paths, dataset.storage_options, PARQUET_SUFFIXES,
+                       f"input {dataset.name!r}")
+    source = TabularSource("parquet", dataset.storage_options)
+    pieces: list[dict[str, Any]] = []
+    meta = None
+    for listed in files:
+        metadata, schema = _parquet_footer(listed.url, dataset.storage_options)
+        meta = schema.empty_table().to_pandas() if meta is None else meta
+        for start, stop in _parquet_ranges(metadata, size, listed.url):
+            pieces.append(dict(source=source, path=listed.url, start=start, stop=stop,
+                               first_row=start, items=stop - start))
+    return pieces, meta, files
+
+
+def _parquet_footer(url: str, storage_options: dict[str, Any]) -> tuple[Any, Any]:
+    try:
+        with fsspec.open(url, "rb", **storage_options) as handle:
+            parquet = pq.ParquetFile(handle)
+            return parquet.metadata, parquet.schema_arrow
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise InputError(f"{url}: not a readable Parquet file ({type(exc).__name__}: {exc}). "
+                         f"Remove it from the input or rewrite it.") from exc
+
+
+def _parquet_ranges(metadata: Any, size: MiniBatchSize, url: str) -> list[tuple[int, int]]:
+    total = metadata.num_rows
+    if size.unit == "rows":
+        return [(start, min(start + size.count, total)) for start in range(0, total, size.count)]
+    ranges: list[tuple[int, int]] = []
+    row = 0
+    group_start, group_bytes = 0, 0
+    for index in range(metadata.num_row_groups):
+        group = metadata.row_group(index)
+        nbytes = sum(group.column(c).total_uncompressed_size for c in range(group.num_columns))
+        if nbytes > size.count:
+            if group_start < row:
+                ranges.append((group_start, row))
+            if nbytes > 4 * size.count:
+                logger.warning("%s: row group %d holds %d bytes, over 4x mini_batch_size "
+                               "(%d); each slice of it reads the whole group", url, index,
+                               nbytes, size.count)
+            slices = math.ceil(nbytes / size.count)
+            step = math.ceil(group.num_rows / slices)
+            end = row + group.num_rows
+            ranges.extend((s, min(s + step, end)) for s in range(row, end, step))
+            row, group_start, group_bytes = end, end, 0
+            continue
+        if group_bytes + nbytes > size.count and group_start < row:
+            ranges.append((group_start, row))
+            group_start, group_bytes = row, 0
+        group_bytes += nbytes
+        row += group.num_rows
+    if group_start < row:
+        ranges.append((group_start, row))
+    return [r for r in ranges if r[1] > r[0]]
+
+
+def _plan_delimited(dataset: TabularDataset, size: MiniBatchSize
+                    ) -> tuple[list[dict[str, Any]], pd.DataFrame, list[ListedFile]]:
+    files = list_input(dataset.paths, dataset.storage_options, DELIMITED_SUFFIXES,
+                       f"input {dataset.name!r}")
+    source, meta = _delimited_source(dataset, files[0].url)
+    pieces: list[dict[str, Any]] = []
+    for listed in files:
+        if listed.url.lower().endswith(".gz"):
+            pieces.append(dict(source=source, path=listed.url, start=0, stop=listed.size,
+                               first_row=0))
+        elif size.unit == "rows":
+            pieces.extend(_csv_row_pieces(source, listed, size.count))
+        else:
+            pieces.extend(dict(source=source, path=listed.url, start=start,
+                               stop=min(start + size.count, listed.size))
+                          for start in range(0, listed.size, size.count))
+    return pieces, meta, files
+
+
+def _delimited_source(dataset: TabularDataset, url: str) -> tuple[TabularSource, pd.DataFrame]:
+    compression = "gzip" if url.lower().endswith(".gz") else None
+    try:
+        with fsspec.open(url, "rb", compression=compression, **dataset.storage_options) as f:
+            sample = pd.read_csv(f, sep=dataset.separator, nrows=DTYPE_SAMPLE_ROWS,
+                                 header=0 if dataset.header else None, dtype=dataset.dtype)
+    except Exception as exc:
+        raise InputError(f"{url}: cannot be read as delimited text ({type(exc).__name__}: "
+                         f"{exc}). Check separator= and header=.") from exc
+    dtypes = dict(sample.dtypes.items())
+    source = TabularSource("delimited", dataset.storage_options, dataset.separator,
+                           dataset.header, tuple(sample.columns), dtypes)
+    return source, sample.iloc[:0]
+
+
+def _csv_row_pieces(source: TabularSource, listed: ListedFile, rows: int
+                    ) -> list[dict[str, Any]]:
+    """One newline-indexing pass: the byte offset of every ``rows``-th line start."""
+    starts = _line_starts(listed.url, source.storage_options, listed.size)
+    if source.header:
+        starts = starts[1:]
+    pieces = []
+    for first in range(0, len(starts), rows):
+        stop_row = min(first + rows, len(starts))
+        stop = int(starts[stop_row]) if stop_row < len(starts) else listed.size
+        pieces.append(dict(source=source, path=listed.url, start=int(starts[first]), stop=stop,
+                           first_row=first, items=stop_row - first))
+    return pieces
+
+
+def _line_starts(url: str, storage_options: dict[str, Any], size: int) -> np.ndarray:
+    offsets = [np.zeros(1, dtype=np.int64)]
+    position = 0
+    with fsspec.open(url, "rb", **storage_options) as handle:
+        while chunk := handle.read(_NEWLINE_CHUNK):
+            newlines = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
+            offsets.append(newlines.astype(np.int64) + position + 1)
+            position += len(chunk)
+    starts = np.concatenate(offsets)
+    return starts[starts < size]
+
+
+def _plan_pandas(dataset: TabularDataset, size: MiniBatchSize
+                 ) -> tuple[list[dict[str, Any]], pd.DataFrame, list[ListedFile]]:
+    frame: pd.DataFrame = dataset.frame
+    if size.unit == "rows":
+        step = size.count
+    else:
+        per_row = frame.memory_usage(deep=True, index=False).sum() / max(len(frame), 1)
+        step = max(1, int(size.count // max(per_row, 1)))
+    source = TabularSource("pandas")
+    pieces = [dict(source=source, start=start, stop=min(start + step, len(frame)),
+                   first_row=start, items=min(start + step, len(frame)) - start,
+                   payload=frame.iloc[start:start + step])
+              for start in range(0, len(frame), step)]
+    return pieces, frame.iloc[:0], []
+
+
+def _plan_dask(dataset: TabularDataset, size: MiniBatchSize
+               ) -> tuple[list[dict[str, Any]], pd.DataFrame, list[ListedFile]]:
+    logger.warning("mini_batch_size is ignored for a Dask DataFrame input: one mini-batch per "
+                   "partition (%d)", dataset.frame.npartitions)
+    source = TabularSource("dask")
+    pieces = [dict(source=source, start=i, stop=i + 1) for i in range(dataset.frame.npartitions)]
+    return pieces, dataset.frame._meta, []
+
+
+_PLANNERS = {"parquet": _plan_parquet, "delimited": _plan_delimited, "pandas": _plan_pandas,
+             "dask": _plan_dask}
+
+
+def read_mini_batch(mini_batch: MiniBatch) -> pd.DataFrame:
+    """Read one mini-batch; never raises (a read error travels in ``attrs``)."""
+    try:
+        frame = _READERS[mini_batch.source.format](mini_batch)
+    except Exception as exc:
+        frame = pd.DataFrame()
+        frame.attrs[READ_ERROR] = f"{type(exc).__name__}: {exc}"
+    frame.attrs[MINI_BATCH] = mini_batch
+    return frame
+
+
+def tag_partition(frame: pd.DataFrame, mini_batches: list[MiniBatch],
+                  partition_info: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Attach its descriptor to a partition of a Dask DataFrame input."""
+    number = partition_info["number"] if partition_info else 0
+    frame = frame.copy(deep=False)
+    frame.attrs[MINI_BATCH] = mini_batches[number]
+    return frame
+
+
+def _read_parquet(mb: MiniBatch) -> pd.DataFrame:
+    with fsspec.open(mb.path, "rb", **mb.source.storage_options) as handle:
+        parquet = pq.ParquetFile(handle)
+        groups, first = [], None
+        row = 0
+        for index in range(parquet.metadata.num_row_groups):
+            rows = parquet.metadata.row_group(index).num_rows
+            if row < mb.stop and row + rows > mb.start:
+                groups.append(index)
+                first = row if first is None else first
+            row += rows
+        table = parquet.read_row_groups(groups)
+    return table.slice(mb.start - (first or 0), mb.stop - mb.start).to_pandas()
+
+
+def _read_delimited(mb: MiniBatch) -> pd.DataFrame:
+    source: TabularSource = mb.source
+    options = dict(sep=source.separator, header=None, names=list(source.columns),
+                   dtype=source.dtypes)
+    if mb.path.lower().endswith(".gz"):
+        with fsspec.open(mb.path, "rb", compression="gzip", **source.storage_options) as f:
+            return pd.read_csv(f, skiprows=1 if source.header else 0, **options)
+    with fsspec.open(mb.path, "rb", **source.storage_options) as handle:
+        begin = _line_start_at(handle, mb.start)
+        if mb.start == 0 and source.header:
+            handle.seek(0)
+            handle.readline()
+            begin = handle.tell()
+        end = _line_start_at(handle, mb.stop)
+        handle.seek(begin)
+        data = handle.read(max(end - begin, 0))
+    if not data.strip():
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in (source.dtypes or {}).items()})
+    return pd.read_csv(io.BytesIO(data), **options)
+
+
+def _line_start_at(handle: Any, offset: int) -> int:
+    """The first line start at or after ``offset``."""
+    if offset == 0:
+        return 0
+    handle.seek(offset - 1)
+    handle.readline()
+    return handle.tell()
+
+
+def _read_pandas(mb: MiniBatch) -> pd.DataFrame:
+    return mb.payload
+
+
+_READERS = {"parquet": _read_parquet, "delimited": _read_delimited, "pandas": _read_pandas}

@@ -1,0 +1,1 @@
+"""The client's side of the output: assemble committed results, write logs and reports."""

@@ -1,0 +1,45 @@
+"""Progress: a tqdm bar (a widget in Jupyter, text on stderr elsewhere) or nothing."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+class NullProgress:
+    """The progress hook that shows nothing."""
+
+    def update(self, record: dict[str, Any]) -> None:
+        """Take a finished mini-batch's record."""
+
+    def close(self) -> None:
+        """End the display."""
+
+
+class BarProgress(NullProgress):
+    """Mini-batches done/total, failed items and mini-batches, and the rate."""
+
+    def __init__(self, total: int) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, unit="mini-batch", file=sys.stderr, dynamic_ncols=True,
+                        desc="daskprs")
+        self.failed_items = 0
+        self.failed_batches = 0
+
+    def update(self, record: dict[str, Any]) -> None:
+        """Advance by one mini-batch."""
+        self.failed_items += record["failed"]
+        self.failed_batches += record["status"] == "failed"
+        self.bar.set_postfix(failed_items=self.failed_items,
+                             failed_mini_batches=self.failed_batches, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        """Close the bar."""
+        self.bar.close()
+
+
+def make_progress(total: int, enabled: bool) -> NullProgress:
+    """A bar when ``enabled``, else the null hook."""
+    return BarProgress(total) if enabled else NullProgress()

@@ -1,0 +1,147 @@
+"""JobResult: what a job came to, as an object, a dict, text and HTML."""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from daskprs.errors import JobFailedError, OutputError
+from daskprs.storage import Location
+
+COMPLETED, FAILED, CANCELED = "Completed", "Failed", "Canceled"
+
+
+@dataclass
+class JobResult:
+    """The outcome of one job.
+
+    Attributes mirror ``logs/job_result.json``: ``status`` (``Completed``, ``Failed`` or
+    ``Canceled``), ``reused``, ``run_id``, ``fingerprint``, ``started``, ``finished``,
+    ``seconds``, ``mini_batches``, ``items``, ``attempts``, ``thresholds``,
+    ``first_errors``, ``columns``, ``output``, ``daskprs_version``, ``description``;
+    ``reason`` says why a job failed.
+    """
+
+    status: str
+    reused: bool = False
+    run_id: str = ""
+    fingerprint: str = ""
+    started: str = ""
+    finished: str = ""
+    seconds: float = 0.0
+    mini_batches: dict[str, int] = field(default_factory=dict)
+    items: dict[str, int] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)
+    thresholds: dict[str, Any] = field(default_factory=dict)
+    first_errors: list[dict[str, Any]] = field(default_factory=list)
+    columns: list[str] | None = None
+    output: dict[str, Any] = field(default_factory=dict)
+    daskprs_version: str = ""
+    description: str | None = None
+    reason: str = ""
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the job completed."""
+        return self.status == COMPLETED
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as ``job_result.json`` holds it."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobResult:
+        """Rebuild a result from ``job_result.json``."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    @classmethod
+    def load(cls, output: str, storage_options: dict[str, Any] | None = None) -> JobResult:
+        """Read the job result of an output folder.
+
+        Raises
+        ------
+        OutputError
+            When the folder holds no ``logs/job_result.json``.
+        """
+        location = Location(output, dict(storage_options or {}))
+        try:
+            data = location.fs.cat_file(location.join("logs", "job_result.json"))
+        except FileNotFoundError as exc:
+            raise OutputError(f"{output}: not a daskprs output folder (no "
+                              f"logs/job_result.json). Give the folder a job wrote.") from exc
+        return cls.from_dict(json.loads(data))
+
+    def raise_for_status(self) -> JobResult:
+        """Raise :class:`~daskprs.errors.JobFailedError` unless the job completed."""
+        if self.status != COMPLETED:
+            raise JobFailedError(self.summary(), self)
+        return self
+
+    def read_output(self) -> pd.DataFrame:
+        """The output as a DataFrame: the ``append_row`` file or the Parquet dataset.
+
+        Raises
+        ------
+        OutputError
+            When the job did not complete, or wrote ``summary_only``.
+        """
+        if self.status != COMPLETED:
+            raise OutputError(f"the job {self.status.lower()}; it published no output. "
+                              f"See {self.output.get('url')}/logs/job_result.txt")
+        location = Location(self.output["url"], self.output.get("storage_options", {}))
+        action = self.output.get("action")
+        if action == "append_row":
+            with location.fs.open(location.join(self.output["file"]), "rb") as handle:
+                return pd.read_csv(handle, sep=self.output.get("separator", " "), header=None,
+                                   keep_default_na=False, na_values=[""])
+        if action == "parquet":
+            return pd.read_parquet(location.join("data"), filesystem=location.fs)
+        raise OutputError("output_action 'summary_only' writes no output to read; the entry "
+                          "script's own files are in the output folder")
+
+    def summary(self) -> str:
+        """A short text summary: status, counts, time, first errors."""
+        mb, items, tries = self.mini_batches, self.items, self.attempts
+        lines = [self.status + (" (reused)" if self.reused else "")]
+        if self.reason:
+            lines.append(f"reason: {self.reason}")
+        lines.append(f"mini-batches: {mb.get('succeeded', 0)} succeeded, {mb.get('failed', 0)} "
+                     f"failed, {mb.get('reused', 0)} reused, of {mb.get('total', 0)}")
+        lines.append(f"items: {items.get('succeeded', 0)} succeeded, {items.get('failed', 0)} "
+                     f"failed, of {items.get('total', 0)}")
+        lines.append(f"attempts: {tries.get('total', 0)} ({tries.get('failed', 0)} failed, "
+                     f"{tries.get('timed_out', 0)} timed out, {tries.get('crashed', 0)} crashed,"
+                     f" {tries.get('worker_lost', 0)} worker lost)")
+        lines.append(f"time: {self.seconds:.1f} s")
+        lines.append(f"output: {self.output.get('url')}")
+        for error in self.first_errors[:5]:
+            lines.append(f"error: {error['mini_batch_id']} ({error['first_item']} .. "
+                         f"{error['last_item']}): {error['error']}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def _repr_html_(self) -> str:
+        rows = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+                       f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+                       for k, v in self._html_rows())
+        return f"<table>{rows}</table>"
+
+    def _html_rows(self) -> list[tuple[str, str]]:
+        mb, items = self.mini_batches, self.items
+        rows = [("status", self.status + (" (reused)" if self.reused else "")),
+                ("mini-batches", f"{mb.get('succeeded', 0)} succeeded, {mb.get('failed', 0)} "
+                                 f"failed of {mb.get('total', 0)}"),
+                ("items", f"{items.get('succeeded', 0)} succeeded, {items.get('failed', 0)} "
+                          f"failed of {items.get('total', 0)}"),
+                ("time", f"{self.seconds:.1f} s"),
+                ("output", str(self.output.get("url"))),
+                ("logs", f"{self.output.get('url')}/logs")]
+        rows += [("error", f"{e['mini_batch_id']}: {e['error']}") for e in self.first_errors[:5]]
+        return rows

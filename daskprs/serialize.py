@@ -1,0 +1,52 @@
+"""What ``run()`` may return, how many items it covers, and how it is written."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+RESULT_TYPES = (list, tuple, np.ndarray, pd.Series, pd.DataFrame)
+
+
+def check_result(result: Any) -> str | None:
+    """Return an error message when ``result`` is not a type ``run()`` may return."""
+    if isinstance(result, RESULT_TYPES):
+        return None
+    return (f"TypeError: run() returned {type(result).__name__}; return a list, tuple, "
+            f"numpy array, pandas Series or DataFrame with one element per successful item")
+
+
+def result_length(result: Any) -> int:
+    """Items covered by a result (its first axis)."""
+    return int(result.shape[0]) if isinstance(result, np.ndarray) else len(result)
+
+
+def append_row_bytes(result: Any, separator: str) -> bytes:
+    """Format a result as ``append_row`` lines (``str(x)`` per element, CSV rows for frames)."""
+    if isinstance(result, pd.DataFrame):
+        buffer = io.StringIO()
+        result.to_csv(buffer, sep=separator, header=False, index=False, lineterminator="\n")
+        return buffer.getvalue().encode("utf-8")
+    values = result.tolist() if isinstance(result, (np.ndarray, pd.Series)) else result
+    return "".join(f"{value}\n" for value in values).encode("utf-8")
+
+
+def result_table(result: Any) -> pa.Table:
+    """A result as an Arrow table: frames as they are, anything else as column ``result``."""
+    if isinstance(result, pd.DataFrame):
+        return pa.Table.from_pandas(result, preserve_index=False)
+    values = result.tolist() if isinstance(result, (np.ndarray, pd.Series)) else list(result)
+    return pa.table({"result": pa.array(values)})
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    """A table as Parquet file bytes."""
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()

@@ -1,0 +1,214 @@
+"""ParallelRunStep: inputs, a ParallelRunConfig, an output, arguments; ``run()``."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from daskprs.config import ParallelRunConfig
+from daskprs.datasets import DatasetBase, FileDataset, TabularDataset
+from daskprs.errors import ConfigError, Problem
+from daskprs.result import JobResult
+from daskprs.sizes import MiniBatchSize, parse_file_size, parse_tabular_size
+from daskprs.storage import normalize_url
+from daskprs.validation import Checker, SourceOf, keyword_source
+
+STEP_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+RESERVED_ARGUMENTS = ("mini_batch_size", "error_threshold", "allowed_failed_count",
+                      "allowed_failed_percent", "output", "output_action", "logging_level",
+                      "process_count_per_node", "run_invocation_timeout", "run_max_try",
+                      "append_row_file_name")
+
+_GUARD = """step.run() was called while a worker process imported your script: the call is at
+module level without the main guard. LocalCluster starts worker processes that import the
+script again. Put the call under the guard:
+
+    if __name__ == "__main__":
+        result = step.run()
+"""
+
+
+class ParallelRunStep:
+    """One batch-scoring step: an entry script run over every mini-batch of the inputs.
+
+    Parameters
+    ----------
+    name
+        3-32 characters, ``^[a-z]([-a-z0-9]*[a-z0-9])?$``.
+    parallel_run_config
+        How to split, run and judge the work.
+    inputs
+        Datasets, all tabular or all file inputs.
+    output
+        Local folder or fsspec URL; None (only for ``summary_only``) means
+        ``./daskprs-runs/<name>``.
+    output_storage_options
+        fsspec options for ``output``.
+    side_inputs
+        Reference datasets, not split, available on every worker.
+    arguments
+        The entry script's ``sys.argv[1:]``; Dataset items become local paths.
+    allow_reuse
+        Reuse a completed identical job, resume an interrupted one.
+    """
+
+    def __init__(self, name: str, parallel_run_config: ParallelRunConfig,
+                 inputs: Sequence[DatasetBase], output: str | None = None,
+                 output_storage_options: dict[str, Any] | None = None,
+                 side_inputs: Sequence[DatasetBase] | None = None,
+                 arguments: Sequence[Any] | None = None, allow_reuse: bool = True) -> None:
+        checker = Checker()
+        values = check_step(checker, name, parallel_run_config, inputs, output,
+                            output_storage_options, side_inputs, arguments, allow_reuse)
+        checker.raise_if_any()
+        self.name: str = name
+        self.parallel_run_config: ParallelRunConfig = parallel_run_config
+        self.inputs: list[DatasetBase] = values["inputs"]
+        self.side_inputs: list[DatasetBase] = values["side_inputs"]
+        self.output: str = values["output"]
+        self.output_storage_options: dict[str, Any] = dict(output_storage_options or {})
+        self.arguments: list[Any] = list(arguments or [])
+        self.allow_reuse = allow_reuse
+        self.mini_batch_size: MiniBatchSize = values["mini_batch_size"]
+
+    @property
+    def kind(self) -> str:
+        """``"tabular"`` or ``"file"``."""
+        return self.inputs[0].kind
+
+    def run(self, client: Any = None, progress: bool = True) -> JobResult:
+        """Run the step and return its :class:`~daskprs.result.JobResult`.
+
+        Parameters
+        ----------
+        client
+            A ``distributed.Client``, a scheduler address, or None (see the README's
+            "Where it runs").
+        progress
+            Show a progress bar (tqdm) on stderr or as a notebook widget.
+        """
+        if multiprocessing.parent_process() is not None and client is None:
+            raise ConfigError([Problem("step.run", "your script", "was called in a worker "
+                                       "process", "module level", _GUARD)])
+        from daskprs.job import run_step
+
+        return run_step(self, client=client, progress=progress)
+
+    def __repr__(self) -> str:
+        return f"ParallelRunStep(name={self.name!r}, inputs={len(self.inputs)}, " \
+               f"output={self.output!r})"
+
+
+def check_step(checker: Checker, name: Any, config: Any, inputs: Any, output: Any,
+               output_storage_options: Any, side_inputs: Any, arguments: Any,
+               allow_reuse: Any, source_of: SourceOf = keyword_source) -> dict[str, Any]:
+    """Check a step's parameters; return normalized values."""
+    values: dict[str, Any] = {"inputs": [], "side_inputs": [], "output": None,
+                              "mini_batch_size": None}
+    if not isinstance(name, str) or not 3 <= len(name) <= 32 or not STEP_NAME.match(name):
+        suggestion = re.sub(r"[^a-z0-9-]+", "-", str(name).lower()).strip("-")[:32] or "score"
+        checker.add("name", "must be 3-32 characters of a-z, 0-9 and -, starting with a letter "
+                    "and not ending with -", name, f"Use a name such as {suggestion!r}")
+    if not isinstance(config, ParallelRunConfig):
+        checker.add("parallel_run_config", "must be a ParallelRunConfig", type(config).__name__,
+                    "Pass parallel_run_config=ParallelRunConfig(entry_script='score.py', ...)")
+    values["inputs"] = _check_inputs(checker, "inputs", inputs, "input", required=True)
+    values["side_inputs"] = _check_inputs(checker, "side_inputs", side_inputs or [],
+                                          "side_input", required=False)
+    kinds = {d.kind for d in values["inputs"]}
+    if len(kinds) > 1:
+        checker.add("inputs", "mixes tabular and file inputs", sorted(kinds),
+                    "Give one kind of input per step; run a second step for the other kind")
+    action = getattr(config, "output_action", "append_row")
+    if output is None:
+        if action != "summary_only":
+            checker.add("output", f"is required for output_action {action!r}", None,
+                        "Give output='out/<name>' (None is allowed only with summary_only)")
+        else:
+            values["output"] = normalize_url(os.path.join("daskprs-runs", str(name)))
+    elif not isinstance(output, (str, os.PathLike)) or not str(output).strip():
+        checker.add("output", "must be a folder path or URL", output, "Use output='out/score'")
+    else:
+        values["output"] = normalize_url(os.fspath(output))
+    if output_storage_options is not None and not isinstance(output_storage_options, dict):
+        checker.add("output_storage_options", "must be a mapping", output_storage_options,
+                    "Use output_storage_options={'key': ..., 'secret': ...}")
+    _check_arguments(checker, arguments)
+    if not isinstance(allow_reuse, bool):
+        checker.add("allow_reuse", "must be true or false", allow_reuse, "Use True or False")
+    if kinds and isinstance(config, ParallelRunConfig):
+        values["mini_batch_size"] = _size_for(checker, config, kinds.pop())
+        if config.partition_keys:
+            checker.add("partition_keys", "is not supported yet by this version of daskprs",
+                        config.partition_keys, "Remove partition_keys, or split the input "
+                        "by key into separate inputs")
+    return values
+
+
+def _check_inputs(checker: Checker, parameter: str, inputs: Any, prefix: str,
+                  required: bool) -> list[DatasetBase]:
+    if isinstance(inputs, DatasetBase):
+        inputs = [inputs]
+    if not isinstance(inputs, (list, tuple)):
+        checker.add(parameter, "must be a list of datasets", type(inputs).__name__,
+                    "Use inputs=[Dataset.Tabular.from_parquet_files('data/*.parquet')]")
+        return []
+    if required and not inputs:
+        checker.add(parameter, "must name at least one dataset", inputs,
+                    "Use inputs=[Dataset.Tabular.from_parquet_files('data/*.parquet')]")
+    named: list[DatasetBase] = []
+    for position, dataset in enumerate(inputs):
+        if not isinstance(dataset, (TabularDataset, FileDataset)):
+            checker.add(f"{parameter}[{position}]", "is not a Dataset", type(dataset).__name__,
+                        "Build it with Dataset.Tabular.* or Dataset.File.from_files")
+            continue
+        if dataset.name is None:
+            dataset = dataset.as_named_input(f"{prefix}{position}")  # type: ignore[assignment]
+        named.append(dataset)
+    names = [d.name for d in named]
+    for duplicate in sorted({n for n in names if names.count(n) > 1}):  # type: ignore[type-var]
+        checker.add(parameter, "has two inputs with one name", duplicate,
+                    "Give each a unique .as_named_input(name)")
+    return named
+
+
+def _check_arguments(checker: Checker, arguments: Any) -> None:
+    if arguments is None:
+        return
+    if not isinstance(arguments, (list, tuple)):
+        checker.add("arguments", "must be a list", arguments,
+                    "Use arguments=['--model', 'model.joblib']")
+        return
+    if arguments and not (isinstance(arguments[0], str) and arguments[0].startswith("-")):
+        checker.add("arguments[0]", "must be an option starting with '-'", arguments[0],
+                    "Start the list with an option name such as '--model'")
+    for position, item in enumerate(arguments):
+        if isinstance(item, bool) or item is None or isinstance(item, (list, dict, tuple)):
+            checker.add(f"arguments[{position}]", "must be a string or number", item,
+                        f"Quote it: '{item}'" if item is not None else "Quote it: 'null'")
+        elif isinstance(item, (DatasetBase, str, int, float)):
+            text = str(item)
+            for reserved in RESERVED_ARGUMENTS:
+                if text == f"--{reserved}" or text.startswith(f"--{reserved}="):
+                    checker.add(f"arguments[{position}]", "is reserved: daskprs sets it "
+                                "through ParallelRunConfig", item,
+                                f"Set {reserved} in parallel_run_config, or rename the option")
+        else:
+            checker.add(f"arguments[{position}]", "must be a string or number",
+                        type(item).__name__, "Pass str(value)")
+
+
+def _size_for(checker: Checker, config: ParallelRunConfig, kind: str) -> MiniBatchSize | None:
+    value = config.mini_batch_size
+    try:
+        if kind == "file":
+            return parse_file_size(10 if value is None else value)
+        return parse_tabular_size("1MB" if value is None else value)
+    except ValueError as exc:
+        checker.add("mini_batch_size", str(exc), value,
+                    "Use a number of files such as 10" if kind == "file"
+                    else "Use bytes such as '1MB' or rows such as '5000 rows'")
+        return None

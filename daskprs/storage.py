@@ -1,0 +1,175 @@
+"""fsspec glue: locations, atomic and exclusive writes.
+
+A :class:`Location` is a filesystem and a root path on it; every write daskprs makes
+into an output goes through the helpers here so that a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+
+@dataclass(frozen=True)
+class Location:
+    """A folder on some filesystem.
+
+    Parameters
+    ----------
+    url
+        The folder as the user gave it (made absolute when local), no trailing slash.
+    storage_options
+        Passed to fsspec to build the filesystem.
+    """
+
+    url: str
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """The filesystem (fsspec caches instances, so this is cheap)."""
+        return fsspec.core.url_to_fs(self.url, **self.storage_options)[0]
+
+    @property
+    def path(self) -> str:
+        """The folder's path as the filesystem spells it."""
+        return fsspec.core.url_to_fs(self.url, **self.storage_options)[1]
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the folder is on the local filesystem."""
+        return isinstance(self.fs, LocalFileSystem)
+
+    def join(self, *parts: str) -> str:
+        """Return the filesystem path of ``parts`` below this folder."""
+        return "/".join([self.path.rstrip("/"), *parts])
+
+    def child(self, *parts: str) -> Location:
+        """Return the Location of a sub-folder."""
+        return Location("/".join([self.url.rstrip("/"), *parts]), self.storage_options)
+
+
+def normalize_url(url: str) -> str:
+    """Make a local path absolute and strip trailing slashes from any URL."""
+    text = str(url)
+    if "://" not in text:
+        return os.path.abspath(os.path.expanduser(text))
+    scheme, rest = text.split("://", 1)
+    return f"{scheme}://{rest.rstrip('/')}"
+
+
+class AtomicWriter:
+    """A file being written that appears whole on :meth:`commit`, or never.
+
+    Local files are written to a temporary file (in ``temp_dir``, on the same filesystem,
+    or beside the target) and renamed into place; other filesystems use fsspec's deferred
+    commit (a multipart upload completed on commit, aborted on discard).
+
+    Parameters
+    ----------
+    fs
+        The filesystem.
+    path
+        The final path.
+    temp_dir
+        Local only: a folder on the same filesystem for the temporary file.
+    """
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, path: str,
+                 temp_dir: str | None = None) -> None:
+        self.fs = fs
+        self.path = path
+        self.temp: str | None = None
+        if isinstance(fs, LocalFileSystem):
+            folder = temp_dir or os.path.dirname(path) or "."
+            os.makedirs(folder, exist_ok=True)
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            name = f"{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp"
+            self.temp = os.path.join(folder, name)
+            self.handle: IO[bytes] = open(self.temp, "wb")  # noqa: SIM115 (commit/discard close it)
+        else:
+            self.handle = fs.open(path, "wb", autocommit=False)
+
+    def write(self, data: bytes) -> None:
+        """Append bytes."""
+        self.handle.write(data)
+
+    def commit(self) -> None:
+        """Make the file appear at its final path."""
+        if self.temp is not None:
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+            self.handle.close()
+            os.replace(self.temp, self.path)
+        else:
+            self.handle.commit()
+
+    def discard(self) -> None:
+        """Forget what was written; the final path is untouched."""
+        if self.temp is not None:
+            self.handle.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.temp)
+        else:
+            self.handle.discard()
+
+
+@contextlib.contextmanager
+def atomic_open(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[AtomicWriter]:
+    """Open ``path`` for binary writing; it appears whole when the block ends, or not at all."""
+    writer = AtomicWriter(fs, path)
+    try:
+        yield writer
+    except BaseException:
+        writer.discard()
+        raise
+    writer.commit()
+
+
+def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old content or the new, never a part."""
+    if isinstance(fs, LocalFileSystem):
+        with atomic_open(fs, path) as handle:
+            handle.write(data)
+    else:
+        fs.pipe_file(path, data)
+
+
+def create_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
+    """Create ``path`` with ``data`` unless it exists; return whether this call created it.
+
+    On local disk this is a hard link of a complete temporary file, so it is both
+    exclusive and atomic. Object stores get a check-then-put, which is enough because a
+    mini-batch runs on one worker at a time.
+    """
+    if isinstance(fs, LocalFileSystem):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        temp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+        with open(temp, "wb") as handle:
+            handle.write(data)
+        try:
+            os.link(temp, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.remove(temp)
+    if fs.exists(path):
+        return False
+    fs.pipe_file(path, data)
+    return True
+
+
+def read_bytes_or_none(fs: fsspec.AbstractFileSystem, path: str) -> bytes | None:
+    """Return the content of ``path``, or None when it does not exist."""
+    try:
+        return fs.cat_file(path)
+    except FileNotFoundError:
+        return None

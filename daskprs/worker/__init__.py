@@ -1,0 +1,1 @@
+"""Code that runs on Dask workers: the WorkerPlugin, the runner process, the wrapper."""

@@ -1,0 +1,174 @@
+"""RunnerPlugin: the WorkerPlugin that gives each Dask worker one runner process.
+
+``setup`` starts the runner and runs ``init()`` there, off the worker's event loop; the
+wrapper asks the plugin to run each attempt; ``teardown`` calls ``shutdown()``.
+Dask workers never run user code, and daskprs never restarts a Dask worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+import threading
+from typing import Any
+
+from distributed import WorkerPlugin
+
+from daskprs.entry_script import (
+    ENV_AGENT_NAME,
+    ENV_LOG_DIR,
+    ENV_LOG_LEVEL,
+    ENV_OUTPUT_DIR,
+    ENV_WORKING_DIR,
+)
+from daskprs.storage import Location
+from daskprs.worker.runner_client import Outcome, RunnerProcess
+from daskprs.worker.spec import JobSpec, agent_name
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class RunnerPlugin(WorkerPlugin):
+    """Start, use and stop the runner of one worker for one job.
+
+    Parameters
+    ----------
+    spec
+        The job, as workers see it.
+    threads_per_runner
+        BLAS/OpenMP threads for the runner on clusters daskprs starts, else None.
+    """
+
+    idempotent = True
+
+    def __init__(self, spec: JobSpec, threads_per_runner: int | None = None) -> None:
+        self.spec = spec
+        self.name = spec.plugin_name
+        self.threads_per_runner = threads_per_runner
+
+    async def setup(self, worker: Any) -> None:
+        """Start the runner and run ``init()`` in a thread, off the worker's event loop."""
+        self.agent = agent_name(worker.name, self.spec.owned_cluster)
+        self.lock = threading.Lock()
+        self.runner: RunnerProcess | None = None
+        self.init_error: str | None = None
+        self.init_count = 0
+        self.local_dir = tempfile.mkdtemp(prefix=f"daskprs-{self.spec.run_id}-")
+        self.log_dir = self._log_dir()
+        self.logger = _worker_logger(self.log_dir, self.agent, self.spec)
+        await asyncio.to_thread(self._start_runner)
+
+    async def teardown(self, worker: Any) -> None:
+        """Call ``shutdown()`` in the runner and stop it."""
+        await asyncio.to_thread(self._stop_runner)
+
+    @property
+    def healthy(self) -> bool:
+        """Whether this worker's ``init()`` succeeded."""
+        return self.init_error is None
+
+    def run_attempt(self, mini_batch: Any, context: Any) -> Outcome:
+        """Run one attempt in the runner; replace the runner when it timed out or died."""
+        with self.lock:
+            if self.runner is None or not self.runner.alive():
+                self._start_runner()
+            if self.runner is None:
+                return Outcome("error", error=f"WorkerUnhealthy: {self.init_error}")
+            outcome = self.runner.run(mini_batch, context, self.spec.run_invocation_timeout)
+            if outcome.status in ("timed_out", "crashed"):
+                self.logger.warning("%s of %s: runner pid %s replaced", outcome.status,
+                                    context.mini_batch_id, self.runner.pid)
+                self.runner = None
+            return outcome
+
+    @property
+    def runner_pid(self) -> int | None:
+        """The pid of the current runner."""
+        return self.runner.pid if self.runner is not None else None
+
+    def _start_runner(self) -> None:
+        spec = self.spec
+        user = os.path.join(self.log_dir, "user")
+        runner = RunnerProcess(self._settings(), self._env(),
+                               os.path.join(user, "stdout", f"{self.agent}.txt"),
+                               os.path.join(user, "stderr", f"{self.agent}.txt"))
+        outcome = runner.start(spec.init_timeout)
+        self.init_count += 1
+        if outcome.status == "ok":
+            self.runner, self.init_error = runner, None
+            self.logger.info("init() done in runner pid %s", runner.pid)
+            return
+        runner.kill()
+        self.runner = None
+        self.init_error = f"{outcome.error}\n{outcome.traceback}".strip()
+        self.logger.error("init() failed in runner pid %s: %s", runner.pid, outcome.error)
+
+    def _stop_runner(self) -> None:
+        with self.lock:
+            if self.runner is not None:
+                self.runner.stop(timeout=self.spec.run_invocation_timeout)
+                self.runner = None
+        for handler in list(self.logger.handlers):
+            handler.close()
+            self.logger.removeHandler(handler)
+
+    def _log_dir(self) -> str:
+        output = Location(self.spec.output_url, self.spec.output_storage_options)
+        root = output.join("logs") if output.is_local else os.path.join(self.local_dir, "logs")
+        for sub in ("stdout", "stderr", "error", "entry_script_log"):
+            os.makedirs(os.path.join(root, "user", sub), exist_ok=True)
+        os.makedirs(os.path.join(root, "sys", "workers"), exist_ok=True)
+        return root
+
+    def output_dir(self) -> str:
+        """The folder ``EntryScript().output_dir`` names."""
+        output = Location(self.spec.output_url, self.spec.output_storage_options)
+        return output.path if output.is_local else os.path.join(self.local_dir, "output")
+
+    def _settings(self) -> dict[str, Any]:
+        spec = self.spec
+        cwd = spec.source_directory or os.path.join(self.local_dir, "work")
+        os.makedirs(cwd, exist_ok=True)
+        return {"script_path": spec.script_path, "script_object": spec.script_object,
+                "source_directory": spec.source_directory, "arguments": list(spec.arguments),
+                "cwd": cwd, "logging_level": spec.logging_level,
+                "error_log": os.path.join(self.log_dir, "user", "error", f"{self.agent}.txt")}
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.threads_per_runner is not None:
+            env.update({name: str(self.threads_per_runner) for name in _THREAD_VARIABLES})
+        env.update({key: str(value) for key, value in self.spec.environment_variables.items()})
+        output_dir = self.output_dir()
+        os.makedirs(output_dir, exist_ok=True)
+        env.update({ENV_AGENT_NAME: self.agent, ENV_LOG_DIR: self.log_dir,
+                    ENV_OUTPUT_DIR: output_dir, ENV_LOG_LEVEL: self.spec.logging_level,
+                    ENV_WORKING_DIR: self.spec.source_directory or os.path.join(
+                        self.local_dir, "work")})
+        path = env.get("PYTHONPATH", "")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, path) if p)
+        return env
+
+
+def _worker_logger(log_dir: str, agent: str, spec: JobSpec) -> logging.Logger:
+    logger = logging.getLogger(f"daskprs.worker.{spec.run_id}")
+    logger.setLevel(spec.logging_level)
+    logger.propagate = False
+    if not logger.handlers:
+        handler = logging.FileHandler(os.path.join(log_dir, "sys", "workers", f"{agent}.txt"),
+                                      encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    return logger
+
+
+def plugin_status(plugin_name: str, dask_worker: Any = None) -> dict[str, Any]:
+    """Run on each worker by the client: whether ``init()`` succeeded there."""
+    plugin = dask_worker.plugins.get(plugin_name)
+    if plugin is None or not hasattr(plugin, "init_error"):
+        return {"registered": False, "healthy": False, "error": "plugin not set up"}
+    return {"registered": True, "healthy": plugin.healthy, "error": plugin.init_error,
+            "agent": plugin.agent, "init_count": plugin.init_count, "pid": plugin.runner_pid}
