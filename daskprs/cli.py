@@ -1,0 +1,105 @@
+"""The command line: ``daskprs run | validate | show``; a thin layer over the API."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+
+import click
+
+from daskprs.errors import (
+    EXIT_COMPLETED,
+    EXIT_FAILED,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    DaskprsError,
+    OutputError,
+)
+from daskprs.result import COMPLETED, JobResult
+
+_set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                           help="Override a config value (dotted key; YAML scalar).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="daskprs")
+def main() -> None:
+    """Run Azure ParallelRunStep entry scripts over large inputs on Dask."""
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@_set_option
+@click.option("--scheduler", metavar="ADDRESS", help="Run on an existing cluster, e.g. "
+              "tcp://host:8786 (overrides compute_target).")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
+def run(config: str, overrides: tuple[str, ...], scheduler: str | None, progress: bool) -> None:
+    """Run the step described by CONFIG (a YAML file)."""
+    _log_to_stderr()
+    from daskprs.yaml_config import load_step
+
+    try:
+        step = load_step(config, overrides)
+        result = step.run(client=scheduler, progress=progress)
+    except KeyboardInterrupt:
+        click.echo("Canceled: interrupted; committed mini-batches are kept.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except DaskprsError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except Exception:
+        click.echo(f"internal error:\n{traceback.format_exc()}", err=True)
+        sys.exit(EXIT_INTERNAL)
+    click.echo(result.summary())
+    if result.status != COMPLETED:
+        click.echo(f"the job {result.status.lower()}: {result.reason}. See "
+                   f"{result.output.get('url')}/logs/job_error.txt", err=True)
+    sys.exit(EXIT_COMPLETED if result.status == COMPLETED else EXIT_FAILED)
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@_set_option
+def validate(config: str, overrides: tuple[str, ...]) -> None:
+    """Check CONFIG without running it: inputs listed, script parsed; creates nothing."""
+    _log_to_stderr()
+    from daskprs.job import prepare
+    from daskprs.yaml_config import load_step
+
+    try:
+        step = load_step(config, overrides)
+        prepared = prepare(step)
+    except DaskprsError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    plan = prepared.plan
+    total = plan.total_items
+    click.echo(f"valid: {step.name}: {len(plan.listing) or len(step.inputs)} input files, "
+               f"{len(plan.mini_batches)} mini-batches of {step.mini_batch_size}"
+               + (f", {total} items" if total is not None else "")
+               + f"; output {prepared.output.url}")
+
+
+@main.command()
+@click.argument("output")
+def show(output: str) -> None:
+    """Show the job result of an OUTPUT folder."""
+    try:
+        result = JobResult.load(output)
+    except OutputError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    click.echo(result.summary())
+    sys.exit(EXIT_COMPLETED if result.status == COMPLETED else EXIT_FAILED)
+
+
+def _log_to_stderr() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("daskprs %(levelname)s: %(message)s"))
+    root = logging.getLogger("daskprs")
+    if not any(isinstance(h, logging.StreamHandler) and h.stream is sys.stderr
+               for h in root.handlers):
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
