@@ -57,8 +57,8 @@ class Problem:
     fix: str
 
     def __str__(self) -> str:
-        fix = self.fix.rstrip(".")
-        return f"{self.parameter} ({self.source}): {self.message}, got {self.value!r}. {fix}."
+        fix = self.fix if self.fix.endswith(("?", ".")) else f"{self.fix}."
+        return f"{self.parameter} ({self.source}): {self.message}, got {self.value!r}. {fix}"
 
 
 class ConfigError(DaskprsError, ValueError):

@@ -14,7 +14,7 @@ from daskprs.errors import ConfigError, Problem
 from daskprs.result import JobResult
 from daskprs.sizes import MiniBatchSize, parse_file_size, parse_tabular_size
 from daskprs.storage import normalize_url
-from daskprs.validation import Checker, SourceOf, keyword_source
+from daskprs.validation import Checker
 
 STEP_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 RESERVED_ARGUMENTS = ("mini_batch_size", "error_threshold", "allowed_failed_count",
@@ -61,6 +61,12 @@ class ParallelRunStep:
                  side_inputs: Sequence[DatasetBase] | None = None,
                  arguments: Sequence[Any] | None = None, allow_reuse: bool = True) -> None:
         checker = Checker()
+        if parallel_run_config is None:
+            checker.add("parallel_run_config", "is required", None,
+                        "Pass parallel_run_config=ParallelRunConfig(entry_script='score.py')")
+        if inputs is None:
+            checker.add("inputs", "is required", None,
+                        "Pass inputs=[Dataset.Tabular.from_parquet_files('data/*.parquet')]")
         values = check_step(checker, name, parallel_run_config, inputs, output,
                             output_storage_options, side_inputs, arguments, allow_reuse)
         checker.raise_if_any()
@@ -104,25 +110,29 @@ class ParallelRunStep:
 
 def check_step(checker: Checker, name: Any, config: Any, inputs: Any, output: Any,
                output_storage_options: Any, side_inputs: Any, arguments: Any,
-               allow_reuse: Any, source_of: SourceOf = keyword_source) -> dict[str, Any]:
-    """Check a step's parameters; return normalized values."""
+               allow_reuse: Any, output_action: str | None = None,
+               config_prefix: str = "") -> dict[str, Any]:
+    """Check a step's parameters; return normalized values.
+
+    ``config`` or ``inputs`` None means they were reported already (the YAML loader
+    checks the ``parallel_run_config`` section itself); ``output_action`` then comes
+    from the raw section, and ``config_prefix`` names config parameters in messages.
+    """
     values: dict[str, Any] = {"inputs": [], "side_inputs": [], "output": None,
                               "mini_batch_size": None}
-    if not isinstance(name, str) or not 3 <= len(name) <= 32 or not STEP_NAME.match(name):
-        suggestion = re.sub(r"[^a-z0-9-]+", "-", str(name).lower()).strip("-")[:32] or "score"
-        checker.add("name", "must be 3-32 characters of a-z, 0-9 and -, starting with a letter "
-                    "and not ending with -", name, f"Use a name such as {suggestion!r}")
-    if not isinstance(config, ParallelRunConfig):
+    check_name(checker, name)
+    if config is not None and not isinstance(config, ParallelRunConfig):
         checker.add("parallel_run_config", "must be a ParallelRunConfig", type(config).__name__,
                     "Pass parallel_run_config=ParallelRunConfig(entry_script='score.py', ...)")
-    values["inputs"] = _check_inputs(checker, "inputs", inputs, "input", required=True)
+    if inputs is not None:
+        values["inputs"] = _check_inputs(checker, "inputs", inputs, "input", required=True)
     values["side_inputs"] = _check_inputs(checker, "side_inputs", side_inputs or [],
                                           "side_input", required=False)
     kinds = {d.kind for d in values["inputs"]}
     if len(kinds) > 1:
         checker.add("inputs", "mixes tabular and file inputs", sorted(kinds),
                     "Give one kind of input per step; run a second step for the other kind")
-    action = getattr(config, "output_action", "append_row")
+    action = output_action or getattr(config, "output_action", "append_row")
     if output is None:
         if action != "summary_only":
             checker.add("output", f"is required for output_action {action!r}", None,
@@ -139,13 +149,28 @@ def check_step(checker: Checker, name: Any, config: Any, inputs: Any, output: An
     _check_arguments(checker, arguments)
     if not isinstance(allow_reuse, bool):
         checker.add("allow_reuse", "must be true or false", allow_reuse, "Use True or False")
-    if kinds and isinstance(config, ParallelRunConfig):
-        values["mini_batch_size"] = _size_for(checker, config, kinds.pop())
+    if len(kinds) == 1 and isinstance(config, ParallelRunConfig):
+        values["mini_batch_size"] = _size_for(checker, config, kinds.pop(), config_prefix)
         if config.partition_keys:
-            checker.add("partition_keys", "is not supported yet by this version of daskprs",
+            checker.add(f"{config_prefix}partition_keys", "is not supported yet by this "
+                        "version of daskprs",
                         config.partition_keys, "Remove partition_keys, or split the input "
                         "by key into separate inputs")
     return values
+
+
+def check_name(checker: Checker, name: Any) -> None:
+    """Check a step name; the fix suggests a name that passes."""
+    if isinstance(name, str) and 3 <= len(name) <= 32 and STEP_NAME.match(name):
+        return
+    suggestion = re.sub(r"[^a-z0-9-]+", "-", str(name).lower()).strip("-")[:32]
+    if not suggestion[:1].isalpha():
+        suggestion = f"score-{suggestion}".strip("-")
+    suggestion = suggestion[:32].rstrip("-")
+    if len(suggestion) < 3 or not STEP_NAME.match(suggestion):
+        suggestion = "score"
+    checker.add("name", "must be 3-32 characters of a-z, 0-9 and -, starting with a letter "
+                "and not ending with -", name, f"Use a name such as {suggestion!r}")
 
 
 def _check_inputs(checker: Checker, parameter: str, inputs: Any, prefix: str,
@@ -201,14 +226,15 @@ def _check_arguments(checker: Checker, arguments: Any) -> None:
                         type(item).__name__, "Pass str(value)")
 
 
-def _size_for(checker: Checker, config: ParallelRunConfig, kind: str) -> MiniBatchSize | None:
+def _size_for(checker: Checker, config: ParallelRunConfig, kind: str,
+              prefix: str) -> MiniBatchSize | None:
     value = config.mini_batch_size
     try:
         if kind == "file":
             return parse_file_size(10 if value is None else value)
         return parse_tabular_size("1MB" if value is None else value)
     except ValueError as exc:
-        checker.add("mini_batch_size", str(exc), value,
+        checker.add(f"{prefix}mini_batch_size", str(exc), value,
                     "Use a number of files such as 10" if kind == "file"
                     else "Use bytes such as '1MB' or rows such as '5000 rows'")
         return None

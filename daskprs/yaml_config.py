@@ -43,8 +43,8 @@ def load_step(path: str, overrides: list[str] | tuple[str, ...] = ()) -> Paralle
     folder = os.path.dirname(os.path.abspath(path))
 
     def source_of(key: str) -> str:
-        key = key if key in set_keys or key.startswith("parallel_run_config.") \
-            or key.split("[")[0].split(".")[0] in STEP_KEYS else f"parallel_run_config.{key}"
+        if key in PARAMETERS:
+            key = f"parallel_run_config.{key}"
         return f"--set {key}" if key in set_keys else f"{path}: {key}"
 
     checker = Checker(source_of)
@@ -67,13 +67,13 @@ def load_step(path: str, overrides: list[str] | tuple[str, ...] = ()) -> Paralle
     output, output_options = _output(checker, data.get("output"), folder, set_keys)
     arguments = _arguments(checker, data.get("arguments"), side_inputs)
     allow_reuse = data.get("allow_reuse", True)
-    if config is not None:
-        step_checker = Checker(source_of)
-        check_step(step_checker, data.get("name"), config, inputs, output, output_options,
-                   side_inputs, arguments, allow_reuse)
-        checker.extend(step_checker.problems)
-    else:
-        _check_name_only(checker, data.get("name"))
+    given = data.get("inputs")
+    reported = isinstance(given, list) and given and not inputs
+    step_checker = Checker(source_of)
+    check_step(step_checker, data.get("name"), config, None if reported else inputs, output,
+               output_options, side_inputs, arguments, allow_reuse,
+               output_action=prc.get("output_action"), config_prefix="parallel_run_config.")
+    checker.extend(step_checker.problems)
     checker.raise_if_any()
     assert config is not None
     return ParallelRunStep(name=data["name"], parallel_run_config=config, inputs=inputs,
@@ -237,11 +237,3 @@ def _arguments(checker: Checker, arguments: Any, side_inputs: list[DatasetBase])
         else:
             resolved.append(item)
     return resolved
-
-
-def _check_name_only(checker: Checker, name: Any) -> None:
-    from daskprs.step import STEP_NAME
-
-    if not isinstance(name, str) or not 3 <= len(name) <= 32 or not STEP_NAME.match(name):
-        checker.add("name", "must be 3-32 characters of a-z, 0-9 and -, starting with a letter",
-                    name, "Use a name such as 'score-iris'")

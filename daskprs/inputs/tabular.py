@@ -185,8 +185,14 @@ def _line_starts(url: str, storage_options: dict[str, Any], size: int) -> np.nda
             newlines = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
             offsets.append(newlines.astype(np.int64) + position + 1)
             position += len(chunk)
-    starts = np.concatenate(offsets)
-    return starts[starts < size]
+        starts = np.concatenate(offsets)
+        starts = starts[starts < size]
+        while len(starts):  # blank lines at the end are no rows
+            handle.seek(int(starts[-1]))
+            if handle.read(size - int(starts[-1])).strip():
+                break
+            starts = starts[:-1]
+    return starts
 
 
 def _plan_pandas(dataset: TabularDataset, size: MiniBatchSize
@@ -218,8 +224,11 @@ _PLANNERS = {"parquet": _plan_parquet, "delimited": _plan_delimited, "pandas": _
              "dask": _plan_dask}
 
 
-def read_mini_batch(mini_batch: MiniBatch) -> pd.DataFrame:
-    """Read one mini-batch; never raises (a read error travels in ``attrs``)."""
+def read_mini_batch(mini_batch: MiniBatch, submission: str = "") -> pd.DataFrame:
+    """Read one mini-batch; never raises (a read error travels in ``attrs``).
+
+    ``submission`` only makes the task's key unique per submission.
+    """
     try:
         frame = _READERS[mini_batch.source.format](mini_batch)
     except Exception as exc:
@@ -229,7 +238,7 @@ def read_mini_batch(mini_batch: MiniBatch) -> pd.DataFrame:
     return frame
 
 
-def tag_partition(frame: pd.DataFrame, mini_batches: list[MiniBatch],
+def tag_partition(frame: pd.DataFrame, mini_batches: list[MiniBatch], submission: str = "",
                   partition_info: dict[str, Any] | None = None) -> pd.DataFrame:
     """Attach its descriptor to a partition of a Dask DataFrame input."""
     number = partition_info["number"] if partition_info else 0

@@ -108,6 +108,12 @@ class AttemptTable:
         """Flush and close."""
         self.handle.close()
 
+    def __enter__(self) -> AttemptTable:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 def write_readme(logs: LogFolder, action: str, file_name: str) -> None:
     """``logs/readme.txt``: the layout, for someone who opens the folder."""

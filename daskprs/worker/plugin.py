@@ -82,6 +82,7 @@ class RunnerPlugin(WorkerPlugin):
                 self.logger.warning("%s of %s: runner pid %s replaced", outcome.status,
                                     context.mini_batch_id, self.runner.pid)
                 self.runner = None
+                self._start_runner()
             return outcome
 
     @property

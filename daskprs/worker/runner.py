@@ -40,8 +40,8 @@ def main(argv: list[str]) -> int:
         _report(conn, settings["error_log"], exc, "init()")
         return 1
     run = script.run
-    takes_context = _takes_context(run)
-    conn.send(("ok", {"pid": os.getpid(), "takes_context": takes_context}))
+    with_context = takes_context(run)
+    conn.send(("ok", {"pid": os.getpid(), "takes_context": with_context}))
     while True:
         try:
             message = conn.recv()
@@ -53,7 +53,7 @@ def main(argv: list[str]) -> int:
             return 0
         _, mini_batch, context = message
         try:
-            result = run(mini_batch, context) if takes_context else run(mini_batch)
+            result = run(mini_batch, context) if with_context else run(mini_batch)
             problem = check_result(result)
             if problem:
                 raise TypeError(problem.split(": ", 1)[1])
@@ -83,7 +83,7 @@ def _load_script(settings: dict[str, Any]) -> Any:
     return module
 
 
-def _takes_context(run: Any) -> bool:
+def takes_context(run: Any) -> bool:
     try:
         parameters = inspect.signature(run).parameters.values()
     except (TypeError, ValueError):

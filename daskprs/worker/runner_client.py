@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Literal
@@ -35,6 +36,8 @@ class Outcome:
     value: Any = None
     error: str = ""
     traceback: str = ""
+    pid: int | None = None
+    seconds: float = 0.0
 
 
 class RunnerProcess:
@@ -77,11 +80,14 @@ class RunnerProcess:
     def run(self, mini_batch: Any, context: Any, timeout: float) -> Outcome:
         """Hand one mini-batch to ``run()``; wait at most ``timeout`` seconds."""
         assert self.conn is not None
+        clock = time.perf_counter()
         try:
             self.conn.send(("run", mini_batch, context))
+            outcome = self._receive(timeout, "run()")
         except (BrokenPipeError, ConnectionResetError, OSError):
-            return self._crashed()
-        return self._receive(timeout, "run()")
+            outcome = self._crashed()
+        outcome.pid, outcome.seconds = self.pid, time.perf_counter() - clock
+        return outcome
 
     def stop(self, timeout: float) -> None:
         """Ask the runner to call ``shutdown()`` and exit; kill it if it does not."""

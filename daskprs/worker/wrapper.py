@@ -30,8 +30,12 @@ _CHARGED = ("failed", "timed_out", "crashed")
 Loader = Callable[[], tuple[Any, str | None]]
 
 
-def run_tabular_partition(frame: pd.DataFrame, plugin_name: str) -> pd.DataFrame:
-    """``map_partitions`` target: run the mini-batch a partition holds; one-row status frame."""
+def run_tabular_partition(frame: pd.DataFrame, plugin_name: str, submission: str = ""
+                          ) -> pd.DataFrame:
+    """``map_partitions`` target: run the mini-batch a partition holds; one-row status frame.
+
+    ``submission`` only makes the task's key unique per submission.
+    """
     mini_batch: MiniBatch = frame.attrs[MINI_BATCH]
     first_error = frame.attrs.get(READ_ERROR)
     frame = frame.copy(deep=False)
@@ -51,7 +55,8 @@ def run_tabular_partition(frame: pd.DataFrame, plugin_name: str) -> pd.DataFrame
     return pd.DataFrame({"record": [json.dumps(record)]})
 
 
-def run_file_partition(mini_batches: list[MiniBatch], plugin_name: str) -> list[str]:
+def run_file_partition(mini_batches: list[MiniBatch], plugin_name: str, submission: str = ""
+                       ) -> list[str]:
     """``Bag.map_partitions`` target: run each mini-batch of a task; JSON records."""
     plugin = _plugin(plugin_name)
     return [json.dumps(process_mini_batch(plugin, mb, lambda mb=mb: (list(mb.paths), None)))
@@ -105,6 +110,7 @@ def process_mini_batch(plugin: Any, mini_batch: MiniBatch, load: Loader) -> dict
 def _attempt(plugin: Any, mini_batch: MiniBatch, number: int, data: Any,
              read_error: str | None) -> tuple[dict[str, Any], Any]:
     started, clock = _now(), time.perf_counter()
+    pid = plugin.runner_pid
     items = (mini_batch.items or 0) if read_error is not None else len(data)
     if read_error is not None:
         outcome = Outcome("error", error=read_error)
@@ -114,8 +120,9 @@ def _attempt(plugin: Any, mini_batch: MiniBatch, number: int, data: Any,
         context = MiniBatchContext(mini_batch.id, number, mini_batch.input_name,
                                    mini_batch.partition_key_value)
         outcome = plugin.run_attempt(data, context)
-    row = {"attempt": number, "worker": plugin.agent, "pid": plugin.runner_pid or "",
-           "start_utc": started, "seconds": round(time.perf_counter() - clock, 4),
+    seconds = outcome.seconds or time.perf_counter() - clock
+    row = {"attempt": number, "worker": plugin.agent, "pid": outcome.pid or pid or "",
+           "start_utc": started, "seconds": round(seconds, 4),
            "items": items, "succeeded": 0, "failed": items, "error": outcome.error}
     if outcome.status == "ok":
         succeeded = min(result_length(outcome.value), items)

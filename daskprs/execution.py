@@ -1,0 +1,172 @@
+"""Run mini-batches on a Dask cluster and stream their records to a RecordSink.
+
+One Dask task per tabular mini-batch (``dd.from_map`` + ``map_partitions``); file
+mini-batches grouped a few per task (a Dask bag). A task that fails for a reason other
+than the mini-batch (a ``KilledWorker`` after worker deaths) is resubmitted under a new
+key: the commit protocol makes a rerun safe, and attempt markers keep the count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import uuid
+from typing import Any
+
+from daskprs.cluster import connect
+from daskprs.datasets import TabularDataset
+from daskprs.errors import ClusterError
+from daskprs.inputs.plan import MiniBatch, Plan
+from daskprs.sink import RecordSink
+from daskprs.worker.plugin import RunnerPlugin, plugin_status
+from daskprs.worker.spec import JobSpec
+
+logger = logging.getLogger("daskprs")
+MAX_RESUBMITS = 3
+
+
+def run_on_cluster(spec: JobSpec, plan: Plan, inputs: list[Any], todo: list[MiniBatch],
+                   target: Any, processes: int, node_count: int, sink: RecordSink) -> str:
+    """Run ``todo``; return the failure reason, or an empty string."""
+    with connect(target, processes, node_count) as connection:
+        client = connection.client
+        if connection.owned and client.dashboard_link:
+            logger.info("Dask dashboard: %s", client.dashboard_link)
+        owned_spec = _with_ownership(spec, connection.owned)
+        plugin = RunnerPlugin(owned_spec, connection.threads_per_runner)
+        client.register_plugin(plugin)
+        try:
+            workers = _healthy_workers(client, owned_spec.plugin_name)
+            submitter = _Submitter(client, owned_spec, plan, inputs, workers)
+            return _stream(client, submitter, todo, sink)
+        finally:
+            with contextlib.suppress(Exception):
+                client.unregister_worker_plugin(owned_spec.plugin_name)
+
+
+def _with_ownership(spec: JobSpec, owned: bool) -> JobSpec:
+    from dataclasses import replace
+
+    return replace(spec, owned_cluster=owned)
+
+
+def _healthy_workers(client: Any, plugin_name: str) -> list[str]:
+    statuses = client.run(plugin_status, plugin_name)
+    healthy = [address for address, status in statuses.items() if status["healthy"]]
+    if not healthy:
+        first = next((s.get("error") for s in statuses.values() if s.get("error")), "no workers")
+        raise ClusterError(f"init() failed on every worker ({len(statuses)}), so no worker can "
+                           f"take mini-batches. The first error:\n{first}")
+    for address, status in statuses.items():
+        if not status["healthy"]:
+            first_line = (status.get("error") or "").splitlines()[:1]
+            logger.warning("worker %s takes no mini-batches: init() failed: %s", address,
+                           first_line[0] if first_line else "")
+    return healthy
+
+
+class _Submitter:
+    """Build and submit the tasks of a list of mini-batches; each call gets new keys."""
+
+    def __init__(self, client: Any, spec: JobSpec, plan: Plan, inputs: list[Any],
+                 workers: list[str]) -> None:
+        self.client = client
+        self.spec = spec
+        self.plan = plan
+        self.frames = {d.name: d for d in inputs if isinstance(d, TabularDataset)}
+        self.workers = workers
+
+    def submit(self, batches: list[MiniBatch]) -> dict[Any, list[MiniBatch]]:
+        """Submit ``batches``; return each future with the mini-batches it runs."""
+        groups: list[list[MiniBatch]] = []
+        delayed: list[Any] = []
+        if self.plan.kind == "file":
+            delayed, groups = self._file_tasks(batches)
+        else:
+            for name in dict.fromkeys(mb.input_name for mb in batches):
+                chosen = [mb for mb in batches if mb.input_name == name]
+                delayed.extend(self._tabular_tasks(self.frames[name], chosen))
+                groups.extend([mb] for mb in chosen)
+        futures = self.client.compute(delayed, workers=self.workers, allow_other_workers=False)
+        return dict(zip(futures, groups, strict=True))
+
+    def _file_tasks(self, batches: list[MiniBatch]) -> tuple[list[Any], list[list[MiniBatch]]]:
+        import dask.bag as db
+
+        from daskprs.worker.wrapper import run_file_partition
+
+        per_task = max(1, min(10, math.ceil(len(batches) / (8 * max(len(self.workers), 1)))))
+        groups = [batches[i:i + per_task] for i in range(0, len(batches), per_task)]
+        bag = db.from_sequence(batches, partition_size=per_task)
+        records = bag.map_partitions(run_file_partition, self.spec.plugin_name,
+                                     uuid.uuid4().hex)
+        return records.to_delayed(), groups
+
+    def _tabular_tasks(self, dataset: TabularDataset, batches: list[MiniBatch]) -> list[Any]:
+        import dask.dataframe as dd
+
+        from daskprs.inputs.tabular import read_mini_batch, tag_partition
+        from daskprs.worker.wrapper import STATUS_META, run_tabular_partition
+
+        submission = uuid.uuid4().hex  # new keys, so a resubmitted mini-batch runs again
+        if dataset.format == "dask":
+            frame = dataset.frame.partitions[[mb.start for mb in batches]]
+            frame = frame.map_partitions(tag_partition, batches, submission, meta=frame._meta,
+                                         enforce_metadata=False)
+        else:
+            frame = dd.from_map(read_mini_batch, batches, args=[submission], meta=self.plan.meta,
+                                enforce_metadata=False, label="daskprs-read")
+        records = frame.map_partitions(run_tabular_partition, self.spec.plugin_name, submission,
+                                       meta=STATUS_META, enforce_metadata=False)
+        return records.to_delayed()
+
+
+def _stream(client: Any, submitter: _Submitter, todo: list[MiniBatch], sink: RecordSink) -> str:
+    from distributed import as_completed
+
+    pending = submitter.submit(todo)
+    resubmits: dict[str, int] = {}
+    stream = as_completed(list(pending))
+    try:
+        for future in stream:
+            batches = pending.pop(future)
+            if future.status == "error":
+                again = _retry_batches(future, batches, resubmits)
+                future.release()
+                for new_future, group in submitter.submit(again).items():
+                    pending[new_future] = group
+                    stream.add(new_future)
+                continue
+            value = future.result()
+            future.release()
+            for record in _records_of(value):
+                reason = sink.add(record)
+                if reason:
+                    client.cancel(list(pending))
+                    return reason
+    except BaseException:
+        client.cancel(list(pending))
+        raise
+    return ""
+
+
+def _retry_batches(future: Any, batches: list[MiniBatch], resubmits: dict[str, int]
+                   ) -> list[MiniBatch]:
+    error = future.exception()
+    for mb in batches:
+        resubmits[mb.id] = resubmits.get(mb.id, 0) + 1
+        if resubmits[mb.id] > MAX_RESUBMITS:
+            raise ClusterError(f"mini-batch {mb.id} could not be run: its task failed "
+                               f"{MAX_RESUBMITS + 1} times ({type(error).__name__}: {error}). "
+                               f"See logs/sys/client.txt.") from error
+    logger.warning("resubmitting %s after %s: %s", ", ".join(mb.id for mb in batches),
+                   type(error).__name__, error)
+    return batches
+
+
+def _records_of(value: Any) -> list[dict[str, Any]]:
+    if hasattr(value, "columns"):
+        return [json.loads(text) for text in value["record"]]
+    return [json.loads(text) for text in value]

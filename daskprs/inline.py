@@ -1,0 +1,148 @@
+"""``compute_target: inline``: the same contract, run serially in the calling process.
+
+For debugging: a breakpoint in ``run()`` stops here. There is no runner process, so no
+``run_invocation_timeout`` and no crash isolation; ``print()`` goes to the terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import cloudpickle
+
+from daskprs.entry_script import (
+    ENV_AGENT_NAME,
+    ENV_LOG_DIR,
+    ENV_LOG_LEVEL,
+    ENV_OUTPUT_DIR,
+    ENV_WORKING_DIR,
+)
+from daskprs.errors import EntryScriptError
+from daskprs.inputs.plan import MiniBatch, Plan
+from daskprs.inputs.tabular import READ_ERROR, read_mini_batch
+from daskprs.serialize import check_result
+from daskprs.sink import RecordSink
+from daskprs.storage import Location
+from daskprs.worker.runner import takes_context
+from daskprs.worker.runner_client import Outcome
+from daskprs.worker.spec import JobSpec
+from daskprs.worker.wrapper import process_mini_batch
+
+logger = logging.getLogger("daskprs")
+AGENT = "inline"
+
+
+class InlineRunner:
+    """Runs the entry script in this process; what the wrapper needs of a RunnerPlugin."""
+
+    def __init__(self, spec: JobSpec, script: Any, log_dir: str) -> None:
+        self.spec = spec
+        self.script = script
+        self.agent = AGENT
+        self.runner_pid = os.getpid()
+        self.logger = logger
+        self.error_log = os.path.join(log_dir, "user", "error", f"{AGENT}.txt")
+        self.takes_context = takes_context(script.run)
+
+    def run_attempt(self, mini_batch: Any, context: Any) -> Outcome:
+        """Call ``run()`` here; an exception fails the attempt."""
+        try:
+            result = self.script.run(mini_batch, context) if self.takes_context \
+                else self.script.run(mini_batch)
+        except Exception as exc:
+            text = traceback.format_exc()
+            stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            with open(self.error_log, "a", encoding="utf-8") as handle:
+                handle.write(f"{stamp} run() of {context.mini_batch_id}, attempt "
+                             f"{context.attempt} failed\n{text}\n")
+            return Outcome("error", error=f"{type(exc).__name__}: {exc}", traceback=text)
+        problem = check_result(result)
+        return Outcome("error", error=problem) if problem else Outcome("ok", value=result)
+
+
+def run_inline(spec: JobSpec, plan: Plan, todo: list[MiniBatch], sink: RecordSink) -> str:
+    """Run ``todo`` one after another in this process; return the failure reason or ''."""
+    logger.info("compute_target inline: running in this process, without a runner: no "
+                "run_invocation_timeout and no crash isolation")
+    output = Location(spec.output_url, spec.output_storage_options)
+    log_dir = output.join("logs")
+    os.makedirs(os.path.join(log_dir, "user", "error"), exist_ok=True)
+    with _script_context(spec, log_dir, output.path) as script:
+        runner = InlineRunner(spec, script, log_dir)
+        try:
+            for mini_batch in todo:
+                record = process_mini_batch(runner, mini_batch, _loader(plan, mini_batch))
+                reason = sink.add(record)
+                if reason:
+                    return reason
+        finally:
+            shutdown = getattr(script, "shutdown", None)
+            if callable(shutdown):
+                try:
+                    shutdown()
+                except Exception:
+                    logger.exception("shutdown() failed (the status is unchanged)")
+    return ""
+
+
+def _loader(plan: Plan, mini_batch: MiniBatch) -> Any:
+    if plan.kind == "file":
+        return lambda: (list(mini_batch.paths), None)
+
+    def load() -> tuple[Any, str | None]:
+        frame = read_mini_batch(mini_batch)
+        error = frame.attrs.get(READ_ERROR)
+        frame.attrs = {}
+        return frame, error
+
+    return load
+
+
+@contextlib.contextmanager
+def _script_context(spec: JobSpec, log_dir: str, output_dir: str) -> Iterator[Any]:
+    """Load the script as the runner would (cwd, argv, sys.path, env); restore after."""
+    saved_cwd, saved_argv, saved_path = os.getcwd(), list(sys.argv), list(sys.path)
+    saved_env = dict(os.environ)
+    cwd = spec.source_directory or os.getcwd()
+    os.environ.update({k: str(v) for k, v in spec.environment_variables.items()})
+    os.environ.update({ENV_AGENT_NAME: AGENT, ENV_LOG_DIR: log_dir, ENV_OUTPUT_DIR: output_dir,
+                       ENV_LOG_LEVEL: spec.logging_level, ENV_WORKING_DIR: cwd})
+    try:
+        os.chdir(cwd)
+        if spec.source_directory:
+            sys.path.insert(0, spec.source_directory)
+        if spec.script_object is not None:
+            sys.argv = ["entry_script", *spec.arguments]
+            script = cloudpickle.loads(spec.script_object)
+        else:
+            sys.argv = [str(spec.script_path), *spec.arguments]
+            script = _import(str(spec.script_path))
+        init = getattr(script, "init", None)
+        if callable(init):
+            try:
+                init()
+            except Exception as exc:
+                raise EntryScriptError(f"init() failed: {type(exc).__name__}: {exc}\n"
+                                       f"{traceback.format_exc()}") from exc
+        yield script
+    finally:
+        os.chdir(saved_cwd)
+        sys.argv, sys.path[:] = saved_argv, saved_path
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+def _import(path: str) -> Any:
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module

@@ -1,0 +1,59 @@
+"""RecordSink: where each finished mini-batch's record goes on the client."""
+
+from __future__ import annotations
+
+from typing import IO, Any
+
+from daskprs.failures import FailureCounter
+from daskprs.outputs.assemble import OrderedAssembler
+from daskprs.outputs.reports import AttemptTable, progress_line
+from daskprs.progress import NullProgress
+
+
+class RecordSink:
+    """Count, log, assemble and show each record; say when the job must stop.
+
+    Parameters
+    ----------
+    counter
+        Live failure counts and thresholds.
+    assembler
+        Writes committed results in mini-batch order.
+    table
+        ``mini_batches.csv``.
+    progress
+        The progress bar (or the null hook).
+    overview
+        ``job_progress_overview.txt``, open for appending.
+    """
+
+    def __init__(self, counter: FailureCounter, assembler: OrderedAssembler,
+                 table: AttemptTable, progress: NullProgress, overview: IO[str]) -> None:
+        self.counter = counter
+        self.assembler = assembler
+        self.table = table
+        self.progress = progress
+        self.overview = overview
+        self.done = 0
+
+    def add_earlier(self, record: dict[str, Any]) -> None:
+        """Take a record committed by an earlier run of the same job."""
+        self.counter.add(record, earlier_run=True)
+        self.assembler.add(record)
+        self.progress.update(record)
+        self.done += 1
+
+    def add(self, record: dict[str, Any]) -> str | None:
+        """Take a record from this run; return the failure reason when a threshold is
+        exceeded."""
+        self.table.add(record)
+        self.counter.add(record, earlier_run=bool(record.get("reused")))
+        self.assembler.add(record)
+        for rejected in self.assembler.take_rejected():
+            self.counter.reject(rejected)
+        self.progress.update(record)
+        self.done += 1
+        self.overview.write(progress_line(self.done, self.counter.planned,
+                                          self.counter.items["failed"],
+                                          self.counter.mini_batches["failed"]))
+        return self.counter.exceeded()

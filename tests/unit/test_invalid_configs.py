@@ -1,0 +1,525 @@
+"""Invalid YAML configurations: refused by ``daskprs run`` with exit 2, before any cluster.
+
+Every case starts from one valid project in ``tmp_path`` (config, entry scripts, a tiny
+Parquet file) and makes exactly one change, in the YAML file or with ``--set``. The
+error must name the parameter and where it came from, show the value with ``repr`` and
+say how to fix it; no cluster may start and nothing may be written.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+
+from daskprs.cli import main
+from daskprs.step import STEP_NAME
+
+BASE_CONFIG: dict[str, Any] = {
+    "name": "score-test",
+    "inputs": [{"name": "table", "type": "tabular", "format": "parquet",
+                "path": "data/part.parquet"}],
+    "output": "out",
+    "arguments": ["--model", "model.joblib"],
+    "allow_reuse": True,
+    "parallel_run_config": {
+        "source_directory": "src",
+        "entry_script": "score.py",
+        "mini_batch_size": "10 rows",
+        "error_threshold": 10,
+        "output_action": "append_row",
+        "run_invocation_timeout": 60,
+        "run_max_try": 3,
+    },
+}
+ROWS = 20
+SCRIPTS = {
+    "score.py": "def init():\n    pass\n\n\ndef run(mini_batch):\n    return mini_batch\n",
+    "no_run.py": "def init():\n    pass\n",
+    "broken.py": "def run(mini_batch)\n    return mini_batch\n",
+}
+
+
+# --- the project every case starts from ------------------------------------------------
+
+
+class ClusterStarted(RuntimeError):
+    """Raised by the sentinels that stand in for every way to start or reach a cluster."""
+
+
+@dataclass
+class Sentinel:
+    calls: list[str] = field(default_factory=list)
+
+    def fake(self, name: str) -> Callable[..., Any]:
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            raise ClusterStarted(f"{name} was called")
+
+        return refuse
+
+
+@pytest.fixture
+def no_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sentinel]:
+    """Replace ``daskprs.cluster.connect`` (and every module's imported copy of it),
+    ``LocalCluster`` and ``Client`` with functions that record the call and raise."""
+    import distributed
+
+    import daskprs.cluster
+    import daskprs.job  # imports every module that holds a copy of connect
+
+    sentinel = Sentinel()
+    original = daskprs.cluster.connect
+    for name, module in list(sys.modules.items()):
+        if name.startswith("daskprs") and getattr(module, "connect", None) is original:
+            monkeypatch.setattr(module, "connect", sentinel.fake(f"{name}.connect"))
+    monkeypatch.setattr(distributed, "LocalCluster", sentinel.fake("distributed.LocalCluster"))
+    monkeypatch.setattr(daskprs.cluster, "LocalCluster", sentinel.fake("LocalCluster"))
+    monkeypatch.setattr(daskprs.cluster, "Client", sentinel.fake("Client"))
+    yield sentinel
+
+
+def make_project(root: Path) -> None:
+    """Entry scripts and a tiny Parquet file; the config is written by ``write_config``."""
+    (root / "src").mkdir()
+    for name, text in SCRIPTS.items():
+        (root / "src" / name).write_text(text, encoding="utf-8")
+    (root / "data").mkdir()
+    pd.DataFrame({"x": range(ROWS), "y": [f"r{i}" for i in range(ROWS)]}).to_parquet(
+        root / "data" / "part.parquet")
+
+
+def write_config(root: Path, config: dict[str, Any]) -> Path:
+    path = root / "conf.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def invoke(command: str, config_path: Path, sets: tuple[str, ...] = ()) -> Result:
+    args = [command, str(config_path)]
+    for item in sets:
+        args += ["--set", item]
+    return CliRunner().invoke(main, args)
+
+
+def snapshot(root: Path) -> list[tuple[str, int, int]]:
+    """Every file and folder below ``root`` with its size and mtime."""
+    return sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+                  for p in root.rglob("*"))
+
+
+# --- the table of cases ----------------------------------------------------------------
+
+
+def prc(**changes: Any) -> Callable[[dict[str, Any], Path], None]:
+    def change(config: dict[str, Any], root: Path) -> None:
+        config["parallel_run_config"].update(changes)
+
+    return change
+
+
+def top(**changes: Any) -> Callable[[dict[str, Any], Path], None]:
+    def change(config: dict[str, Any], root: Path) -> None:
+        config.update(changes)
+
+    return change
+
+
+def first_input(**changes: Any) -> Callable[[dict[str, Any], Path], None]:
+    def change(config: dict[str, Any], root: Path) -> None:
+        config["inputs"][0].update(changes)
+
+    return change
+
+
+def add_input(**entry: Any) -> Callable[[dict[str, Any], Path], None]:
+    def change(config: dict[str, Any], root: Path) -> None:
+        config["inputs"].append(entry)
+
+    return change
+
+
+def mixed_inputs(config: dict[str, Any], root: Path) -> None:
+    """A file input beside the tabular one; a size valid for both kinds (10 bytes or 10
+    files), so that the mix is the only problem (see test_python_api for "10 rows")."""
+    config["inputs"].append({"name": "files", "type": "file", "path": "data"})
+    config["parallel_run_config"]["mini_batch_size"] = 10
+
+
+def drop(key: str) -> Callable[[dict[str, Any], Path], None]:
+    def change(config: dict[str, Any], root: Path) -> None:
+        del config[key]
+
+    return change
+
+
+def unchanged(config: dict[str, Any], root: Path) -> None:
+    return None
+
+
+def foreign_output(config: dict[str, Any], root: Path) -> None:
+    (root / "out").mkdir()
+    (root / "out" / "notes.txt").write_text("someone else's file\n", encoding="utf-8")
+
+
+def output_is_a_file(config: dict[str, Any], root: Path) -> None:
+    (root / "out").write_text("not a folder\n", encoding="utf-8")
+
+
+def at(relative: str) -> Callable[[Path], str]:
+    """A value that is a path below the project (known only when the case runs)."""
+    return lambda root: str(root / relative)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One invalid configuration and what its error must say.
+
+    ``param``: the parameter as reported; ``via``: where the value came from (``yaml``:
+    the file and ``param``, ``set``: ``--set param``, ``cli``: the command line); ``value``:
+    shown with repr (a callable gets the project root); ``fix``: a fragment of the fix;
+    ``kind``: ``config`` (a ConfigError listing problems) or ``single`` (one-line error
+    naming an input or the output).
+    """
+
+    change: Callable[[dict[str, Any], Path], None]
+    param: str
+    value: Any
+    fix: str
+    sets: tuple[str, ...] = ()
+    via: str = "yaml"
+    kind: str = "config"
+
+
+CASES = [
+    # types
+    pytest.param(Case(prc(error_threshold="ten"), "parallel_run_config.error_threshold", "ten",
+                      "must be an integer >= -1, got 'ten'. Use -1 for no limit"),
+                 id="error_threshold is a string"),
+    pytest.param(Case(prc(run_max_try=True), "parallel_run_config.run_max_try", True,
+                      "must be an integer >= 1, got True. Use 1 or more (attempts, not retries)"),
+                 id="run_max_try is a bool"),
+    pytest.param(Case(prc(mini_batch_size=True), "parallel_run_config.mini_batch_size", True,
+                      "not a bool"),
+                 id="mini_batch_size is a bool"),
+    pytest.param(Case(prc(allowed_failed_count=1.5), "parallel_run_config.allowed_failed_count",
+                      1.5, "must be an integer >= -1"),
+                 id="allowed_failed_count is a float"),
+    # ranges
+    pytest.param(Case(prc(run_max_try=0), "parallel_run_config.run_max_try", 0,
+                      "must be >= 1, got 0. Use 1 or more (attempts, not retries)"),
+                 id="run_max_try is 0"),
+    pytest.param(Case(prc(error_threshold=-2), "parallel_run_config.error_threshold", -2,
+                      "must be >= -1, got -2. Use -1 for no limit, or a count such as 10"),
+                 id="error_threshold is -2"),
+    pytest.param(Case(prc(allowed_failed_percent=101),
+                      "parallel_run_config.allowed_failed_percent", 101,
+                      "Use a percentage from 0 to 100 (100 = no limit)"),
+                 id="allowed_failed_percent is 101"),
+    pytest.param(Case(prc(run_invocation_timeout=0), "parallel_run_config.run_invocation_timeout",
+                      0, "must be a number > 0, got 0. Give seconds as a positive number"),
+                 id="run_invocation_timeout is 0"),
+    pytest.param(Case(prc(node_count=0), "parallel_run_config.node_count", 0,
+                      "must be >= 1, got 0. Use 1 or more."),
+                 id="node_count is 0"),
+    pytest.param(Case(prc(process_count_per_node=0), "parallel_run_config.process_count_per_node",
+                      0, "leave it unset for one per core"),
+                 id="process_count_per_node is 0"),
+    pytest.param(Case(unchanged, "parallel_run_config.run_max_try", 0, "Use 1 or more",
+                      sets=("parallel_run_config.run_max_try=0",), via="set"),
+                 id="run_max_try is 0 via --set"),
+    # size syntax
+    pytest.param(Case(prc(mini_batch_size="1 MB"), "parallel_run_config.mini_batch_size", "1 MB",
+                      "did you mean '1MB'?"),
+                 id="mini_batch_size with a space"),
+    pytest.param(Case(prc(mini_batch_size="1.5MB"), "parallel_run_config.mini_batch_size",
+                      "1.5MB", "did you mean '1536KB'?"),
+                 id="mini_batch_size with a decimal point"),
+    pytest.param(Case(prc(mini_batch_size="ten rows"), "parallel_run_config.mini_batch_size",
+                      "ten rows", "rows such as '5000 rows'"),
+                 id="mini_batch_size in words"),
+    pytest.param(Case(unchanged, "parallel_run_config.mini_batch_size", "1 MB",
+                      "did you mean '1MB'?", sets=("parallel_run_config.mini_batch_size=1 MB",),
+                      via="set"),
+                 id="mini_batch_size with a space via --set"),
+    pytest.param(Case(first_input(type="file", path="data"),
+                      "parallel_run_config.mini_batch_size", "10 rows",
+                      "Use a number of files such as 10"),
+                 id="rows as mini_batch_size of a file input"),
+    # unknown names, at every level
+    pytest.param(Case(top(outputs="out2"), "outputs", "outputs", "Did you mean 'output'?"),
+                 id="unknown top-level key"),
+    pytest.param(Case(prc(mini_batch_sise="2MB"), "parallel_run_config.mini_batch_sise",
+                      "mini_batch_sise", "Did you mean 'mini_batch_size'?"),
+                 id="unknown parallel_run_config key"),
+    pytest.param(Case(first_input(fromat="parquet"), "inputs[0].fromat", "fromat",
+                      "Did you mean 'format'?"),
+                 id="unknown key of inputs[0]"),
+    pytest.param(Case(prc(compute_target={"class": "dask_jobqueue.SLURMCluster", "option": {}}),
+                      "parallel_run_config.compute_target.option", "option",
+                      "Did you mean 'options'?"),
+                 id="unknown key of compute_target"),
+    pytest.param(Case(unchanged, "--set parallel_run_config.mini_batch_sise",
+                      "parallel_run_config.mini_batch_sise",
+                      "Did you mean 'parallel_run_config.mini_batch_size'?",
+                      sets=("parallel_run_config.mini_batch_sise=2MB",), via="cli"),
+                 id="unknown --set key"),
+    pytest.param(Case(unchanged, "--set outptu", "outptu", "Did you mean 'output'?",
+                      sets=("outptu=elsewhere",), via="cli"),
+                 id="unknown top-level --set key"),
+    pytest.param(Case(unchanged, "--set", "parallel_run_config.run_max_try",
+                      "Use --set parallel_run_config.mini_batch_size=2MB",
+                      sets=("parallel_run_config.run_max_try",), via="cli"),
+                 id="--set without a value"),
+    # arguments
+    pytest.param(Case(top(arguments=["--output", "elsewhere"]), "arguments[0]", "--output",
+                      "Set output in parallel_run_config, or rename the option"),
+                 id="reserved argument --output"),
+    pytest.param(Case(top(arguments=["--model", "m.joblib", "--mini_batch_size=5"]),
+                      "arguments[2]", "--mini_batch_size=5",
+                      "Set mini_batch_size in parallel_run_config"),
+                 id="reserved argument --mini_batch_size=5"),
+    pytest.param(Case(top(arguments=["model.joblib", "--model"]), "arguments[0]",
+                      "model.joblib", "Start the list with an option name such as '--model'"),
+                 id="first argument is not an option"),
+    pytest.param(Case(top(arguments=["--verbose", True]), "arguments[1]", True,
+                      "must be a string or number, got True. Quote it"),
+                 id="bool argument"),
+    pytest.param(Case(top(arguments=["--labels", None]), "arguments[1]", None,
+                      "Quote it: 'null'"),
+                 id="null argument"),
+    pytest.param(Case(top(arguments=["--labels", "${{side_inputs.labels}}"]), "arguments[1]",
+                      "${{side_inputs.labels}}", "Define side_inputs: [{name: labels, ...}]"),
+                 id="argument names an undefined side input"),
+    # step names
+    pytest.param(Case(top(name="Score"), "name", "Score", "Use a name such as 'score'"),
+                 id="step name with a capital"),
+    pytest.param(Case(top(name="ab"), "name", "ab", "must be 3-32 characters"),
+                 id="step name of 2 characters"),
+    pytest.param(Case(top(name="score-"), "name", "score-", "Use a name such as 'score'"),
+                 id="step name ending with a dash"),
+    pytest.param(Case(top(name="a" * 40), "name", "a" * 40, f"Use a name such as {'a' * 32!r}"),
+                 id="step name of 40 characters"),
+    pytest.param(Case(unchanged, "name", "Score", "must be 3-32 characters",
+                      sets=("name=Score",), via="set"),
+                 id="bad step name via --set"),
+    # entry script and source directory
+    pytest.param(Case(prc(entry_script="missing.py"), "parallel_run_config.entry_script",
+                      "missing.py", "Give the script's path relative to source_directory"),
+                 id="missing entry script"),
+    pytest.param(Case(prc(entry_script="no_run.py"), "parallel_run_config.entry_script",
+                      "no_run.py", "defines no top-level run(mini_batch)"),
+                 id="entry script without run"),
+    pytest.param(Case(prc(entry_script="broken.py"), "parallel_run_config.entry_script",
+                      "broken.py", "is not valid Python"),
+                 id="entry script with a syntax error"),
+    pytest.param(Case(prc(source_directory="missing_src"), "parallel_run_config.source_directory",
+                      at("missing_src"), "Create the folder or fix the path"),
+                 id="missing source_directory"),
+    # output options
+    pytest.param(Case(prc(output_action="append_rows"), "parallel_run_config.output_action",
+                      "append_rows", "Did you mean 'append_row'?"),
+                 id="bad output_action"),
+    pytest.param(Case(prc(append_row_file_name="a/b.txt"),
+                      "parallel_run_config.append_row_file_name", "a/b.txt",
+                      "must not contain '/'"),
+                 id="append_row_file_name with a slash"),
+    pytest.param(Case(prc(append_row_file_name="logs"),
+                      "parallel_run_config.append_row_file_name", "logs",
+                      "is a name daskprs uses for its own folders"),
+                 id="append_row_file_name is logs"),
+    pytest.param(Case(prc(append_row_separator="::"), "parallel_run_config.append_row_separator",
+                      "::", "must be exactly one character"),
+                 id="separator of 2 characters"),
+    pytest.param(Case(prc(logging_level="WARN"), "parallel_run_config.logging_level", "WARN",
+                      "Did you mean 'WARNING'?"),
+                 id="bad logging_level"),
+    pytest.param(Case(prc(environment_variables={"1BAD": "x"}),
+                      "parallel_run_config.environment_variables", "1BAD",
+                      "Use letters, digits and _ only"),
+                 id="environment variable with a bad name"),
+    pytest.param(Case(drop("output"), "output", None,
+                      "(None is allowed only with summary_only)"),
+                 id="no output with append_row"),
+    pytest.param(Case(top(allow_reuse="yes"), "allow_reuse", "yes", "Use True or False"),
+                 id="allow_reuse is a string"),
+    # inputs
+    pytest.param(Case(first_input(name="1table"), "inputs[0].name", "1table",
+                      "Use letters, digits and _, not starting with a digit"),
+                 id="bad input name"),
+    pytest.param(Case(add_input(name="table", type="tabular", format="parquet", path="data"),
+                      "inputs", "table", "Give each a unique .as_named_input(name)"),
+                 id="duplicate input names"),
+    pytest.param(Case(mixed_inputs, "inputs", ["file", "tabular"],
+                      "Give one kind of input per step"),
+                 id="mixed tabular and file inputs"),
+    pytest.param(Case(first_input(type="files"), "inputs[0].type", "files",
+                      "Did you mean 'file'?"),
+                 id="bad input type"),
+    pytest.param(Case(first_input(format="delimeted"), "inputs[0].format", "delimeted",
+                      "Did you mean 'delimited'?"),
+                 id="bad input format"),
+    pytest.param(Case(first_input(path="data/missing-*.parquet"), "input 'table'",
+                      at("data/missing-*.parquet"), "Check the path", kind="single"),
+                 id="input path matches nothing"),
+    pytest.param(Case(first_input(path=["data/part.parquet", "data/missing.parquet"]),
+                      "input 'table'", at("data/missing.parquet"), "Check the path",
+                      kind="single"),
+                 id="one element of an input list matches nothing"),
+    # output folder
+    pytest.param(Case(foreign_output, "output", at("out"),
+                      "daskprs never deletes files it did not write. Use a new or empty folder",
+                      kind="single"),
+                 id="non-empty output folder not written by daskprs"),
+    pytest.param(Case(output_is_a_file, "output", at("out"), "Give a folder path for output",
+                      kind="single"),
+                 id="output is a file"),
+]
+
+
+def expected_source(case: Case, config_path: Path) -> str:
+    if case.via == "yaml":
+        return f"{config_path}: {case.param}"
+    if case.via == "set":
+        return f"--set {case.param}"
+    return "command line"
+
+
+def test_the_base_project_is_valid_and_validate_writes_nothing(tmp_path: Path,
+                                                                no_cluster: Sentinel) -> None:
+    make_project(tmp_path)
+    config_path = write_config(tmp_path, BASE_CONFIG)
+    before = snapshot(tmp_path)
+
+    result = invoke("validate", config_path)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (f"valid: score-test: 1 input files, 2 mini-batches of 10 rows, "
+                             f"{ROWS} items; output {tmp_path / 'out'}\n")
+    assert result.stderr == ""
+    assert no_cluster.calls == []
+    assert snapshot(tmp_path) == before
+
+
+def test_the_cluster_sentinel_is_reached_by_a_valid_run(tmp_path: Path,
+                                                        no_cluster: Sentinel) -> None:
+    """Control: the valid base config gets as far as the cluster, so the sentinels work."""
+    make_project(tmp_path)
+    config_path = write_config(tmp_path, BASE_CONFIG)
+
+    result = invoke("run", config_path, ("parallel_run_config.compute_target=local",))
+
+    assert no_cluster.calls, result.output
+    assert result.exit_code == 3
+    assert "ClusterStarted" in result.stderr
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_an_invalid_config_is_refused_with_exit_2_before_any_cluster(
+        case: Case, tmp_path: Path, no_cluster: Sentinel) -> None:
+    make_project(tmp_path)
+    config = copy.deepcopy(BASE_CONFIG)
+    case.change(config, tmp_path)
+    config_path = write_config(tmp_path, config)
+    output_existed = (tmp_path / "out").exists()
+    before = snapshot(tmp_path)
+    value = case.value(tmp_path) if callable(case.value) else case.value
+
+    result = invoke("run", config_path, case.sets)
+
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    if case.kind == "config":
+        assert lines[0] == "error: invalid configuration, 1 problem:", result.stderr
+        problems = [line for line in lines if line.startswith("  - ")]
+        assert len(problems) == 1, result.stderr
+        problem = problems[0]
+        assert problem.startswith(f"  - {case.param} ({expected_source(case, config_path)}): "), \
+            problem
+    else:
+        errors = [line for line in lines if line.startswith("error: ")]
+        assert len(errors) == 1, result.stderr
+        problem = errors[0]
+        assert problem.startswith(f"error: {case.param}: "), problem
+    assert f"{value!r}" in problem
+    assert case.fix in problem
+    assert no_cluster.calls == []
+    assert snapshot(tmp_path) == before
+    assert (tmp_path / "out").exists() == output_existed
+
+
+@pytest.mark.parametrize("name", ["Score", "ab", "score-", "a" * 40, "-score", "9lives"])
+def test_the_step_name_a_refusal_suggests_is_itself_valid(tmp_path: Path, name: str,
+                                                          no_cluster: Sentinel) -> None:
+    make_project(tmp_path)
+    config_path = write_config(tmp_path, {**BASE_CONFIG, "name": name})
+
+    result = invoke("run", config_path)
+
+    assert result.exit_code == 2
+    suggestion = re.search(r"Use a name such as '([^']*)'", result.stderr)
+    assert suggestion is not None, result.stderr
+    assert 3 <= len(suggestion.group(1)) <= 32 and STEP_NAME.match(suggestion.group(1)), \
+        f"the fix for {name!r} suggests {suggestion.group(1)!r}, which is refused too"
+
+
+def problem_lines(result: Result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("  - ")]
+
+
+def test_several_problems_in_one_file_are_all_reported_in_one_error(
+        tmp_path: Path, no_cluster: Sentinel) -> None:
+    make_project(tmp_path)
+    config = copy.deepcopy(BASE_CONFIG)
+    config["name"] = "Score"
+    config["parallel_run_config"].update(run_max_try=0, error_threshold="ten",
+                                         output_action="append_rows", mini_batch_sise="2MB",
+                                         mini_batch_size="1.5MB")
+    config_path = write_config(tmp_path, config)
+
+    result = invoke("run", config_path, ("parallel_run_config.node_count=0",))
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == "error: invalid configuration, 7 problems:"
+    reported = sorted(line[4:].split(" (")[0] for line in problem_lines(result))
+    assert reported == sorted([
+        "name", "parallel_run_config.mini_batch_sise", "parallel_run_config.mini_batch_size",
+        "parallel_run_config.error_threshold", "parallel_run_config.output_action",
+        "parallel_run_config.run_max_try", "parallel_run_config.node_count"])
+    assert ("parallel_run_config.node_count (--set parallel_run_config.node_count): "
+            "must be >= 1, got 0.") in result.stderr
+    assert no_cluster.calls == []
+    assert not (tmp_path / "out").exists()
+
+
+def test_step_problems_are_reported_together_with_parallel_run_config_problems(
+        tmp_path: Path, no_cluster: Sentinel) -> None:
+    """One run shows every problem: a bad run_max_try must not hide bad arguments or
+    inputs until the user has fixed it."""
+    make_project(tmp_path)
+    config = copy.deepcopy(BASE_CONFIG)
+    config["parallel_run_config"]["run_max_try"] = 0
+    config["arguments"] = ["--output", "elsewhere"]
+    config["inputs"].append({"name": "table", "type": "tabular", "format": "parquet",
+                             "path": "data"})
+    config_path = write_config(tmp_path, config)
+
+    result = invoke("run", config_path)
+
+    assert result.exit_code == 2
+    reported = sorted(line[4:].split(" (")[0] for line in problem_lines(result))
+    assert reported == ["arguments[0]", "inputs", "parallel_run_config.run_max_try"], \
+        result.stderr
+    assert result.stderr.splitlines()[0] == "error: invalid configuration, 3 problems:"
+    assert no_cluster.calls == []
+    assert not (tmp_path / "out").exists()
