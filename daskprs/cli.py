@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 import traceback
+from types import FrameType
 
 import click
 
@@ -18,6 +21,7 @@ from daskprs.errors import (
     OutputError,
 )
 from daskprs.result import COMPLETED, JobResult
+from daskprs.secrets import RedactingFilter, redact
 
 _set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                            help="Override a config value (dotted key; YAML scalar).")
@@ -40,6 +44,7 @@ def run(config: str, overrides: tuple[str, ...], scheduler: str | None, progress
     _log_to_stderr()
     from daskprs.yaml_config import load_step
 
+    _cancel_on_signals()
     try:
         step = load_step(config, overrides)
         result = step.run(client=scheduler, progress=progress)
@@ -47,12 +52,12 @@ def run(config: str, overrides: tuple[str, ...], scheduler: str | None, progress
         click.echo("Canceled: interrupted; committed mini-batches are kept.", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except DaskprsError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(redact(f"error: {exc}"), err=True)
         sys.exit(exc.exit_code)
     except Exception:
-        click.echo(f"internal error:\n{traceback.format_exc()}", err=True)
+        click.echo(redact(f"internal error:\n{traceback.format_exc()}"), err=True)
         sys.exit(EXIT_INTERNAL)
-    click.echo(result.summary())
+    click.echo(redact(result.summary()))
     if result.status != COMPLETED:
         click.echo(f"the job {result.status.lower()}: {result.reason}. See "
                    f"{result.output.get('url')}/logs/job_error.txt", err=True)
@@ -72,7 +77,7 @@ def validate(config: str, overrides: tuple[str, ...]) -> None:
         step = load_step(config, overrides)
         prepared = prepare(step)
     except DaskprsError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(redact(f"error: {exc}"), err=True)
         sys.exit(exc.exit_code)
     plan = prepared.plan
     total = plan.total_items
@@ -95,8 +100,23 @@ def show(output: str) -> None:
     sys.exit(EXIT_COMPLETED if result.status == COMPLETED else EXIT_FAILED)
 
 
+def _cancel_on_signals() -> None:
+    """Ctrl-C and SIGTERM cancel the job (``Canceled``, exit 130); a second one exits at once."""
+    received: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if received:
+            os._exit(EXIT_INTERRUPTED)
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
 def _log_to_stderr() -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter())
     handler.setFormatter(logging.Formatter("daskprs %(levelname)s: %(message)s"))
     root = logging.getLogger("daskprs")
     if not any(isinstance(h, logging.StreamHandler) and h.stream is sys.stderr

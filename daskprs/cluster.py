@@ -96,9 +96,9 @@ def _client_for_address(address: str) -> Iterator[Client]:
 @contextlib.contextmanager
 def _local_cluster(processes: int) -> Iterator[Connection]:
     cores = os.cpu_count() or 1
-    dashboard = ":0" if importlib.util.find_spec("bokeh") else None
+    # ":0": a free port; None would still bind the default port 8787 and warn when taken
     cluster = LocalCluster(n_workers=processes, threads_per_worker=1, processes=True,
-                           dashboard_address=dashboard, silence_logs=logging.ERROR)
+                           dashboard_address=":0", silence_logs=logging.ERROR)
     try:
         with Client(cluster) as client:
             yield Connection(client, True, max(1, cores // processes))

@@ -31,6 +31,7 @@ from daskprs.inputs.tabular import READ_ERROR, read_mini_batch
 from daskprs.serialize import check_result
 from daskprs.sink import RecordSink
 from daskprs.storage import Location
+from daskprs.worker.local_files import LocalFiles
 from daskprs.worker.runner import takes_context
 from daskprs.worker.runner_client import Outcome
 from daskprs.worker.spec import JobSpec
@@ -43,13 +44,14 @@ AGENT = "inline"
 class InlineRunner:
     """Runs the entry script in this process; what the wrapper needs of a RunnerPlugin."""
 
-    def __init__(self, spec: JobSpec, script: Any, log_dir: str) -> None:
+    def __init__(self, spec: JobSpec, script: Any, files: LocalFiles) -> None:
         self.spec = spec
         self.script = script
+        self.files = files
         self.agent = AGENT
         self.runner_pid = os.getpid()
         self.logger = logger
-        self.error_log = os.path.join(log_dir, "user", "error", f"{AGENT}.txt")
+        self.error_log = os.path.join(files.log_dir, "user", "error", f"{AGENT}.txt")
         self.takes_context = takes_context(script.run)
 
     def run_attempt(self, mini_batch: Any, context: Any) -> Outcome:
@@ -72,11 +74,11 @@ def run_inline(spec: JobSpec, plan: Plan, todo: list[MiniBatch], sink: RecordSin
     """Run ``todo`` one after another in this process; return the failure reason or ''."""
     logger.info("compute_target inline: running in this process, without a runner: no "
                 "run_invocation_timeout and no crash isolation")
-    output = Location(spec.output_url, spec.output_storage_options)
-    log_dir = output.join("logs")
-    os.makedirs(os.path.join(log_dir, "user", "error"), exist_ok=True)
-    with _script_context(spec, log_dir, output.path) as script:
-        runner = InlineRunner(spec, script, log_dir)
+    files = LocalFiles(Location(spec.output_url, spec.output_storage_options),
+                       f"daskprs-{spec.run_id}-inline-")
+    os.makedirs(os.path.join(files.log_dir, "user", "error"), exist_ok=True)
+    with _script_context(spec, files.log_dir, files.output_dir) as script:
+        runner = InlineRunner(spec, script, files)
         try:
             for mini_batch in todo:
                 record = process_mini_batch(runner, mini_batch, _loader(plan, mini_batch))
@@ -90,6 +92,7 @@ def run_inline(spec: JobSpec, plan: Plan, todo: list[MiniBatch], sink: RecordSin
                     shutdown()
                 except Exception:
                     logger.exception("shutdown() failed (the status is unchanged)")
+            files.sync_logs(force=True)
     return ""
 
 

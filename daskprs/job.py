@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -31,10 +31,12 @@ from daskprs.outputs.guard import OutputLock, check_output_is_ours
 from daskprs.outputs.reports import AttemptTable, LogFolder, write_job_result, write_readme
 from daskprs.progress import make_progress
 from daskprs.result import CANCELED, COMPLETED, FAILED, JobResult
+from daskprs.secrets import RedactingFilter, known_secrets, remember_environment, resolve_options
 from daskprs.sink import RecordSink
 from daskprs.state import StateStore
 from daskprs.step import ParallelRunStep
 from daskprs.storage import Location, read_bytes_or_none, write_atomic
+from daskprs.storage_errors import input_errors, translate_storage_errors
 from daskprs.worker.spec import JobSpec
 
 logger = logging.getLogger("daskprs")
@@ -49,24 +51,30 @@ class PreparedJob:
     output: Location
     fingerprint: str
     arguments: list[str]
+    inputs: list[Any]
 
 
 def prepare(step: ParallelRunStep) -> PreparedJob:
     """Plan the mini-batches and check the output; starts no cluster and writes nothing."""
-    output = Location(step.output, step.output_storage_options)
-    check_output_is_ours(output)
-    if step.kind == "file":
-        plan = plan_files([d for d in step.inputs if isinstance(d, FileDataset)],
-                          step.mini_batch_size)
-    else:
-        plan = plan_tabular([d for d in step.inputs if isinstance(d, TabularDataset)],
-                            step.mini_batch_size)
-        _warn_small_batches(step, plan)
+    remember_environment()
+    output = Location(step.output, resolve_options(step.output_storage_options, "output"))
+    inputs = [replace(d, storage_options=resolve_options(d.storage_options, f"inputs.{d.name}"))
+              for d in step.inputs]
+    with translate_storage_errors(output.url):
+        check_output_is_ours(output)
+    with input_errors(", ".join(p for d in inputs for p in getattr(d, "paths", ()))):
+        if step.kind == "file":
+            plan = plan_files([d for d in inputs if isinstance(d, FileDataset)],
+                              step.mini_batch_size)
+        else:
+            plan = plan_tabular([d for d in inputs if isinstance(d, TabularDataset)],
+                                step.mini_batch_size)
+            _warn_small_batches(step, plan)
     arguments = [_argument_text(a) for a in step.arguments]
     storage = [d.storage_options for d in step.inputs] + [step.output_storage_options]
     fingerprint = job_fingerprint(step.parallel_run_config, arguments, plan.listing,
                                   output.url, storage)
-    return PreparedJob(step, plan, output, fingerprint, arguments)
+    return PreparedJob(step, plan, output, fingerprint, arguments, inputs)
 
 
 def _argument_text(argument: Any) -> str:
@@ -100,7 +108,8 @@ def run_step(step: ParallelRunStep, client: Any = None, progress: bool = True) -
         return result
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     lock = OutputLock(prepared.output, run_id)
-    lock.acquire()
+    with translate_storage_errors(prepared.output.url):
+        lock.acquire()
     try:
         resume = step.allow_reuse and same
         if not resume:
@@ -134,6 +143,7 @@ def _clear_state(state: StateStore) -> None:
 def _client_log(output: Location) -> Iterator[LogFolder]:
     logs = LogFolder(output)
     handler = logging.FileHandler(logs.path("sys", "client.txt"), encoding="utf-8")
+    handler.addFilter(RedactingFilter())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     watched = [logging.getLogger("daskprs"), logging.getLogger("distributed")]
     for item in watched:
@@ -206,7 +216,7 @@ def _run(prepared: PreparedJob, run_id: str, todo: list[Any], client: Any,
         return run_inline(spec, prepared.plan, todo, sink)
     from daskprs.execution import run_on_cluster
 
-    return run_on_cluster(spec, prepared.plan, prepared.step.inputs, todo, target,
+    return run_on_cluster(spec, prepared.plan, prepared.inputs, todo, target,
                           config.processes, config.node_count, sink)
 
 
@@ -237,7 +247,8 @@ def _job_spec(prepared: PreparedJob, run_id: str) -> JobSpec:
                    output_action=config.output_action,
                    append_row_separator=config.append_row_separator,
                    run_invocation_timeout=config.run_invocation_timeout,
-                   run_max_try=config.run_max_try, logging_level=config.logging_level)
+                   run_max_try=config.run_max_try, logging_level=config.logging_level,
+                   secrets=tuple(known_secrets()))
 
 
 def _job_result(prepared: PreparedJob, run_id: str, started: datetime, clock: float,
@@ -253,7 +264,7 @@ def _job_result(prepared: PreparedJob, run_id: str, started: datetime, clock: fl
         columns = [str(c) for c in prepared.plan.meta.columns]
     output = {"url": prepared.output.url, "action": config.output_action,
               "file": config.append_row_file_name, "separator": config.append_row_separator}
-    return JobResult(
+    result = JobResult(
         status=status, reused=False, run_id=run_id, fingerprint=prepared.fingerprint,
         started=started.isoformat(timespec="seconds"),
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -262,3 +273,5 @@ def _job_result(prepared: PreparedJob, run_id: str, started: datetime, clock: fl
         thresholds=counter.thresholds(), first_errors=list(counter.first_errors),
         columns=columns, output=output, daskprs_version=__version__,
         description=config.description, reason=reason)
+    result._storage_options = prepared.output.storage_options
+    return result

@@ -74,7 +74,9 @@ class JobResult:
         except FileNotFoundError as exc:
             raise OutputError(f"{output}: not a daskprs output folder (no "
                               f"logs/job_result.json). Give the folder a job wrote.") from exc
-        return cls.from_dict(json.loads(data))
+        result = cls.from_dict(json.loads(data))
+        result._storage_options = dict(storage_options or {})
+        return result
 
     def raise_for_status(self) -> JobResult:
         """Raise :class:`~daskprs.errors.JobFailedError` unless the job completed."""
@@ -82,8 +84,14 @@ class JobResult:
             raise JobFailedError(self.summary(), self)
         return self
 
-    def read_output(self) -> pd.DataFrame:
+    def read_output(self, storage_options: dict[str, Any] | None = None) -> pd.DataFrame:
         """The output as a DataFrame: the ``append_row`` file or the Parquet dataset.
+
+        Parameters
+        ----------
+        storage_options
+            fsspec options for a remote output; by default those the job used (they are
+            not saved in ``job_result.json``, so pass them for a result loaded from disk).
 
         Raises
         ------
@@ -93,7 +101,9 @@ class JobResult:
         if self.status != COMPLETED:
             raise OutputError(f"the job {self.status.lower()}; it published no output. "
                               f"See {self.output.get('url')}/logs/job_result.txt")
-        location = Location(self.output["url"], self.output.get("storage_options", {}))
+        options = storage_options if storage_options is not None else getattr(
+            self, "_storage_options", {})
+        location = Location(self.output["url"], options)
         action = self.output.get("action")
         if action == "append_row":
             with location.fs.open(location.join(self.output["file"]), "rb") as handle:

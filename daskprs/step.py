@@ -11,6 +11,7 @@ from typing import Any
 from daskprs.config import ParallelRunConfig
 from daskprs.datasets import DatasetBase, FileDataset, TabularDataset
 from daskprs.errors import ConfigError, Problem
+from daskprs.inputs.partitions import check_partition_keys
 from daskprs.result import JobResult
 from daskprs.sizes import MiniBatchSize, parse_file_size, parse_tabular_size
 from daskprs.storage import normalize_url
@@ -150,12 +151,12 @@ def check_step(checker: Checker, name: Any, config: Any, inputs: Any, output: An
     if not isinstance(allow_reuse, bool):
         checker.add("allow_reuse", "must be true or false", allow_reuse, "Use True or False")
     if len(kinds) == 1 and isinstance(config, ParallelRunConfig):
-        values["mini_batch_size"] = _size_for(checker, config, kinds.pop(), config_prefix)
-        if config.partition_keys:
-            checker.add(f"{config_prefix}partition_keys", "is not supported yet by this "
-                        "version of daskprs",
-                        config.partition_keys, "Remove partition_keys, or split the input "
-                        "by key into separate inputs")
+        kind = kinds.pop()
+        values["mini_batch_size"] = _size_for(checker, config, kind, config_prefix)
+        if config.partition_keys and values["mini_batch_size"] is not None:
+            values["mini_batch_size"] = check_partition_keys(
+                checker, list(config.partition_keys), values["inputs"], kind,
+                config.mini_batch_size, config_prefix)
     return values
 
 

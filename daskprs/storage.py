@@ -15,6 +15,7 @@ from typing import IO, Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.spec import AbstractBufferedFile
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,9 @@ class AtomicWriter:
             self.handle: IO[bytes] = open(self.temp, "wb")  # noqa: SIM115 (commit/discard close it)
         else:
             self.handle = fs.open(path, "wb", autocommit=False)
+            # s3fs defers the upload to commit(); others (adlfs, gcsfs) make the object
+            # appear when the file closes, so discarding must keep it from closing.
+            self.deferred = type(self.handle).commit is not AbstractBufferedFile.commit
 
     def write(self, data: bytes) -> None:
         """Append bytes."""
@@ -108,8 +112,10 @@ class AtomicWriter:
             os.fsync(self.handle.fileno())
             self.handle.close()
             os.replace(self.temp, self.path)
-        else:
+        elif self.deferred:
             self.handle.commit()
+        else:
+            self.handle.close()
 
     def discard(self) -> None:
         """Forget what was written; the final path is untouched."""
@@ -118,7 +124,9 @@ class AtomicWriter:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.temp)
         else:
-            self.handle.discard()
+            if self.deferred:
+                self.handle.discard()
+            self.handle.closed = True  # so that close() (also from __del__) uploads nothing
 
 
 @contextlib.contextmanager
@@ -146,8 +154,7 @@ def create_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> b
     """Create ``path`` with ``data`` unless it exists; return whether this call created it.
 
     On local disk this is a hard link of a complete temporary file, so it is both
-    exclusive and atomic. Object stores get a check-then-put, which is enough because a
-    mini-batch runs on one worker at a time.
+    exclusive and atomic; object stores get a conditional PUT (``If-None-Match: *``).
     """
     if isinstance(fs, LocalFileSystem):
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -161,10 +168,16 @@ def create_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> b
             return False
         finally:
             os.remove(temp)
-    if fs.exists(path):
+    try:
+        fs.pipe_file(path, data, mode="create")
+        return True
+    except FileExistsError:
         return False
-    fs.pipe_file(path, data)
-    return True
+    except (NotImplementedError, TypeError):  # a store without conditional writes
+        if fs.exists(path):
+            return False
+        fs.pipe_file(path, data)
+        return True
 
 
 def read_bytes_or_none(fs: fsspec.AbstractFileSystem, path: str) -> bytes | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from daskprs.datasets import FileDataset
 from daskprs.errors import InputError
 from daskprs.inputs.listing import list_input
+from daskprs.inputs.partitions import PartitionKeys, plan_keyed_files
 from daskprs.inputs.plan import MiniBatch, Plan
 from daskprs.sizes import MiniBatchSize
 
@@ -12,11 +13,16 @@ from daskprs.sizes import MiniBatchSize
 def plan_files(datasets: list[FileDataset], size: MiniBatchSize) -> Plan:
     """Plan the mini-batches of file inputs (in input order, ordinals from 0).
 
+    With ``partition_keys`` (``size`` a :class:`PartitionKeys`), one mini-batch per
+    distinct combination of the key fields instead.
+
     Raises
     ------
     InputError
-        When an input matches no files.
+        When an input matches no files, or a file does not match its ``partition_format``.
     """
+    if isinstance(size, PartitionKeys):
+        return plan_keyed_files(datasets, size)
     batches: list[MiniBatch] = []
     listing: list[tuple[str, int, str]] = []
     for dataset in datasets:

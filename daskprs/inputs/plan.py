@@ -19,7 +19,8 @@ class MiniBatch:
     input_name
         The input it belongs to.
     source
-        How to read it (a :class:`TabularSource`, or None for file inputs).
+        How to read it (a :class:`TabularSource`, a :class:`KeyedSource` for a tabular
+        mini-batch of one partition key value, or None for file inputs).
     path
         The file it reads (tabular files), else None.
     start, stop
@@ -34,6 +35,9 @@ class MiniBatch:
         The partition key values this mini-batch holds, when partitioned by key.
     payload
         An in-memory piece of a pandas input.
+    labels
+        ``(first_item, last_item)`` when they cannot be derived from the fields above
+        (a mini-batch of one partition key value that spans files).
     """
 
     index: int
@@ -48,9 +52,12 @@ class MiniBatch:
     paths: tuple[str, ...] = ()
     partition_key_value: dict[str, Any] | None = None
     payload: Any = field(default=None, repr=False, compare=False)
+    labels: tuple[str, str] | None = None
 
     def item_labels(self, items: int | None = None) -> tuple[str, str]:
         """``(first_item, last_item)`` as ``mini_batches.csv`` writes them."""
+        if self.labels is not None:
+            return self.labels
         if self.paths:
             return self.paths[0], self.paths[-1]
         where = self.path or self.input_name
@@ -59,6 +66,58 @@ class MiniBatch:
             return f"{where}@{self.start}", f"{where}@{self.stop}"
         last = self.first_row + max((count or 0) - 1, 0)
         return f"{where}#{self.first_row}", f"{where}#{last}"
+
+
+@dataclass(frozen=True)
+class TabularSource:
+    """How a worker reads the mini-batches of one tabular input.
+
+    Parameters
+    ----------
+    format
+        ``"parquet"``, ``"delimited"``, ``"pandas"`` or ``"dask"``.
+    storage_options
+        fsspec options of the input's files.
+    separator, header, columns, dtypes
+        Delimited files: how to parse them; ``dtypes`` were inferred once at planning.
+    """
+
+    format: str
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    separator: str = ","
+    header: bool = True
+    columns: tuple[Any, ...] = ()
+    dtypes: dict[Any, Any] | None = None
+
+
+@dataclass(frozen=True)
+class KeyedSource:
+    """How a worker reads the rows of one partition key value (``partition_keys``).
+
+    Parameters
+    ----------
+    base
+        How the input's files are read.
+    pieces
+        ``(file, start, stop)``: row ranges (from 0 within each file) that hold every row
+        of the key value, in file order; rows of other values inside a range are dropped.
+    columns
+        The key columns, as the input names them.
+    values
+        One value per key column; None stands for a missing value (NaN, None, NaT).
+    """
+
+    base: TabularSource
+    pieces: tuple[tuple[str, int, int], ...]
+    columns: tuple[Any, ...]
+    values: tuple[Any, ...]
+
+    format = "keyed"
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """The input's fsspec options."""
+        return self.base.storage_options
 
 
 @dataclass

@@ -2,46 +2,42 @@
 
 Bytes are estimated, never measured by reading the data: Parquet column chunks'
 ``total_uncompressed_size`` from the footer, CSV file bytes, pandas
-``memory_usage(deep=True)``. A mini-batch never spans two files.
+``memory_usage(deep=True)``. A mini-batch never spans two files, except with
+``partition_keys`` (one mini-batch per key value: :mod:`daskprs.inputs.partitions`). The
+readers are in :mod:`daskprs.inputs.formats`.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from daskprs.datasets import TabularDataset
 from daskprs.errors import InputError
+from daskprs.inputs.formats import (
+    MINI_BATCH,
+    READ_ERROR,
+    delimited_source,
+    parquet_footer,
+    read_mini_batch,
+    tag_partition,
+)
 from daskprs.inputs.listing import DELIMITED_SUFFIXES, PARQUET_SUFFIXES, ListedFile, list_input
-from daskprs.inputs.plan import MiniBatch, Plan
+from daskprs.inputs.partitions import PartitionKeys, plan_keyed_tabular
+from daskprs.inputs.plan import MiniBatch, Plan, TabularSource
 from daskprs.sizes import MiniBatchSize
+
+__all__ = ["MINI_BATCH", "READ_ERROR", "TabularSource", "plan_tabular", "read_mini_batch",
+           "tag_partition"]
 
 logger = logging.getLogger(__name__)
 
-READ_ERROR = "daskprs.read_error"
-MINI_BATCH = "daskprs.mini_batch"
-DTYPE_SAMPLE_ROWS = 10_000
 _NEWLINE_CHUNK = 16 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class TabularSource:
-    """How a worker reads the mini-batches of one tabular input."""
-
-    format: str
-    storage_options: dict[str, Any] = field(default_factory=dict)
-    separator: str = ","
-    header: bool = True
-    columns: tuple[Any, ...] = ()
-    dtypes: dict[Any, Any] | None = None
 
 
 def plan_tabular(datasets: list[TabularDataset], size: MiniBatchSize) -> Plan:
@@ -50,8 +46,11 @@ def plan_tabular(datasets: list[TabularDataset], size: MiniBatchSize) -> Plan:
     Raises
     ------
     InputError
-        When an input matches no files or no rows, or its files cannot be read.
+        When an input matches no files or no rows, or its files cannot be read, or a
+        partition key is not one of its columns.
     """
+    if isinstance(size, PartitionKeys):
+        return plan_keyed_tabular(datasets, size)
     batches: list[MiniBatch] = []
     listing: list[tuple[str, int, str]] = []
     meta = None
@@ -77,22 +76,12 @@ def _plan_parquet(dataset: TabularDataset, size: MiniBatchSize
     pieces: list[dict[str, Any]] = []
     meta = None
     for listed in files:
-        metadata, schema = _parquet_footer(listed.url, dataset.storage_options)
+        metadata, schema = parquet_footer(listed.url, dataset.storage_options)
         meta = schema.empty_table().to_pandas() if meta is None else meta
         for start, stop in _parquet_ranges(metadata, size, listed.url):
             pieces.append(dict(source=source, path=listed.url, start=start, stop=stop,
                                first_row=start, items=stop - start))
     return pieces, meta, files
-
-
-def _parquet_footer(url: str, storage_options: dict[str, Any]) -> tuple[Any, Any]:
-    try:
-        with fsspec.open(url, "rb", **storage_options) as handle:
-            parquet = pq.ParquetFile(handle)
-            return parquet.metadata, parquet.schema_arrow
-    except Exception as exc:  # pyarrow raises several types for a bad file
-        raise InputError(f"{url}: not a readable Parquet file ({type(exc).__name__}: {exc}). "
-                         f"Remove it from the input or rewrite it.") from exc
 
 
 def _parquet_ranges(metadata: Any, size: MiniBatchSize, url: str) -> list[tuple[int, int]]:
@@ -132,7 +121,7 @@ def _plan_delimited(dataset: TabularDataset, size: MiniBatchSize
                     ) -> tuple[list[dict[str, Any]], pd.DataFrame, list[ListedFile]]:
     files = list_input(dataset.paths, dataset.storage_options, DELIMITED_SUFFIXES,
                        f"input {dataset.name!r}")
-    source, meta = _delimited_source(dataset, files[0].url)
+    source, meta = delimited_source(dataset, files[0].url)
     pieces: list[dict[str, Any]] = []
     for listed in files:
         if listed.url.lower().endswith(".gz"):
@@ -145,21 +134,6 @@ def _plan_delimited(dataset: TabularDataset, size: MiniBatchSize
                                stop=min(start + size.count, listed.size))
                           for start in range(0, listed.size, size.count))
     return pieces, meta, files
-
-
-def _delimited_source(dataset: TabularDataset, url: str) -> tuple[TabularSource, pd.DataFrame]:
-    compression = "gzip" if url.lower().endswith(".gz") else None
-    try:
-        with fsspec.open(url, "rb", compression=compression, **dataset.storage_options) as f:
-            sample = pd.read_csv(f, sep=dataset.separator, nrows=DTYPE_SAMPLE_ROWS,
-                                 header=0 if dataset.header else None, dtype=dataset.dtype)
-    except Exception as exc:
-        raise InputError(f"{url}: cannot be read as delimited text ({type(exc).__name__}: "
-                         f"{exc}). Check separator= and header=.") from exc
-    dtypes = dict(sample.dtypes.items())
-    source = TabularSource("delimited", dataset.storage_options, dataset.separator,
-                           dataset.header, tuple(sample.columns), dtypes)
-    return source, sample.iloc[:0]
 
 
 def _csv_row_pieces(source: TabularSource, listed: ListedFile, rows: int
@@ -222,78 +196,3 @@ def _plan_dask(dataset: TabularDataset, size: MiniBatchSize
 
 _PLANNERS = {"parquet": _plan_parquet, "delimited": _plan_delimited, "pandas": _plan_pandas,
              "dask": _plan_dask}
-
-
-def read_mini_batch(mini_batch: MiniBatch, submission: str = "") -> pd.DataFrame:
-    """Read one mini-batch; never raises (a read error travels in ``attrs``).
-
-    ``submission`` only makes the task's key unique per submission.
-    """
-    try:
-        frame = _READERS[mini_batch.source.format](mini_batch)
-    except Exception as exc:
-        frame = pd.DataFrame()
-        frame.attrs[READ_ERROR] = f"{type(exc).__name__}: {exc}"
-    frame.attrs[MINI_BATCH] = mini_batch
-    return frame
-
-
-def tag_partition(frame: pd.DataFrame, mini_batches: list[MiniBatch], submission: str = "",
-                  partition_info: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Attach its descriptor to a partition of a Dask DataFrame input."""
-    number = partition_info["number"] if partition_info else 0
-    frame = frame.copy(deep=False)
-    frame.attrs[MINI_BATCH] = mini_batches[number]
-    return frame
-
-
-def _read_parquet(mb: MiniBatch) -> pd.DataFrame:
-    with fsspec.open(mb.path, "rb", **mb.source.storage_options) as handle:
-        parquet = pq.ParquetFile(handle)
-        groups, first = [], None
-        row = 0
-        for index in range(parquet.metadata.num_row_groups):
-            rows = parquet.metadata.row_group(index).num_rows
-            if row < mb.stop and row + rows > mb.start:
-                groups.append(index)
-                first = row if first is None else first
-            row += rows
-        table = parquet.read_row_groups(groups)
-    return table.slice(mb.start - (first or 0), mb.stop - mb.start).to_pandas()
-
-
-def _read_delimited(mb: MiniBatch) -> pd.DataFrame:
-    source: TabularSource = mb.source
-    options = dict(sep=source.separator, header=None, names=list(source.columns),
-                   dtype=source.dtypes)
-    if mb.path.lower().endswith(".gz"):
-        with fsspec.open(mb.path, "rb", compression="gzip", **source.storage_options) as f:
-            return pd.read_csv(f, skiprows=1 if source.header else 0, **options)
-    with fsspec.open(mb.path, "rb", **source.storage_options) as handle:
-        begin = _line_start_at(handle, mb.start)
-        if mb.start == 0 and source.header:
-            handle.seek(0)
-            handle.readline()
-            begin = handle.tell()
-        end = _line_start_at(handle, mb.stop)
-        handle.seek(begin)
-        data = handle.read(max(end - begin, 0))
-    if not data.strip():
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in (source.dtypes or {}).items()})
-    return pd.read_csv(io.BytesIO(data), **options)
-
-
-def _line_start_at(handle: Any, offset: int) -> int:
-    """The first line start at or after ``offset``."""
-    if offset == 0:
-        return 0
-    handle.seek(offset - 1)
-    handle.readline()
-    return handle.tell()
-
-
-def _read_pandas(mb: MiniBatch) -> pd.DataFrame:
-    return mb.payload
-
-
-_READERS = {"parquet": _read_parquet, "delimited": _read_delimited, "pandas": _read_pandas}

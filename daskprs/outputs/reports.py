@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from daskprs.result import JobResult
+from daskprs.secrets import redact
 from daskprs.storage import Location, write_atomic
 
 ATTEMPT_COLUMNS = ("run_id", "mini_batch_id", "input", "first_item", "last_item", "attempt",
@@ -51,6 +52,7 @@ class LogFolder:
         self.local = output.join("logs") if output.is_local else tempfile.mkdtemp(
             prefix="daskprs-logs-")
         os.makedirs(os.path.join(self.local, "sys"), exist_ok=True)
+        self.synced = time.monotonic()
 
     def path(self, *parts: str) -> str:
         """A local path below ``logs/``."""
@@ -59,13 +61,16 @@ class LogFolder:
     def write_text(self, name: str, text: str) -> None:
         """Write a whole file atomically."""
         write_atomic(self.output.fs if self.output.is_local else _local_fs(), self.path(name),
-                     text.encode("utf-8"))
+                     redact(text).encode("utf-8"))
 
-    def sync(self) -> None:
-        """Upload the local copy to the output (object storage only)."""
-        if not self.output.is_local:
-            self.output.fs.put(self.local.rstrip("/") + "/", self.output.join("logs"),
-                               recursive=True)
+    def sync(self, force: bool = True) -> None:
+        """Upload the local copy to the output (object storage only), at most every 10 s
+        unless forced."""
+        if self.output.is_local or not (force or time.monotonic() - self.synced >= 10):
+            return
+        self.output.fs.put(self.local.rstrip("/") + "/", self.output.join("logs"),
+                           recursive=True)
+        self.synced = time.monotonic()
 
 
 def _local_fs() -> Any:
@@ -78,6 +83,7 @@ class AttemptTable:
     """``logs/sys/mini_batches.csv``: one row per attempt, appended, flushed every 10 s."""
 
     def __init__(self, logs: LogFolder, run_id: str) -> None:
+        self.logs = logs
         self.run_id = run_id
         path = logs.path("sys", "mini_batches.csv")
         new = not os.path.exists(path) or os.path.getsize(path) == 0
@@ -95,14 +101,15 @@ class AttemptTable:
                                   attempt["attempt"], attempt["worker"], attempt["pid"],
                                   attempt["start_utc"], attempt["seconds"], attempt["items"],
                                   attempt["succeeded"], attempt["failed"], attempt["status"],
-                                  " ".join(str(attempt["error"]).split())])
+                                  redact(" ".join(str(attempt["error"]).split()))])
         if time.monotonic() - self.flushed >= FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
-        """Write buffered rows to disk."""
+        """Write buffered rows to disk (and upload the logs of a remote output)."""
         self.handle.flush()
         self.flushed = time.monotonic()
+        self.logs.sync(force=False)
 
     def close(self) -> None:
         """Flush and close."""

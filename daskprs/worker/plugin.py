@@ -23,7 +23,9 @@ from daskprs.entry_script import (
     ENV_OUTPUT_DIR,
     ENV_WORKING_DIR,
 )
+from daskprs.secrets import RedactingFilter
 from daskprs.storage import Location
+from daskprs.worker.local_files import LocalFiles
 from daskprs.worker.runner_client import Outcome, RunnerProcess
 from daskprs.worker.spec import JobSpec, agent_name
 
@@ -57,13 +59,16 @@ class RunnerPlugin(WorkerPlugin):
         self.init_error: str | None = None
         self.init_count = 0
         self.local_dir = tempfile.mkdtemp(prefix=f"daskprs-{self.spec.run_id}-")
+        output = Location(self.spec.output_url, self.spec.output_storage_options)
+        self.files = LocalFiles(output, f"daskprs-{self.spec.run_id}-files-")
         self.log_dir = self._log_dir()
         self.logger = _worker_logger(self.log_dir, self.agent, self.spec)
         await asyncio.to_thread(self._start_runner)
 
     async def teardown(self, worker: Any) -> None:
-        """Call ``shutdown()`` in the runner and stop it."""
+        """Call ``shutdown()`` in the runner, stop it, upload the logs."""
         await asyncio.to_thread(self._stop_runner)
+        await asyncio.to_thread(self.files.sync_logs, True)
 
     @property
     def healthy(self) -> bool:
@@ -117,17 +122,11 @@ class RunnerPlugin(WorkerPlugin):
             self.logger.removeHandler(handler)
 
     def _log_dir(self) -> str:
-        output = Location(self.spec.output_url, self.spec.output_storage_options)
-        root = output.join("logs") if output.is_local else os.path.join(self.local_dir, "logs")
+        root = self.files.log_dir
         for sub in ("stdout", "stderr", "error", "entry_script_log"):
             os.makedirs(os.path.join(root, "user", sub), exist_ok=True)
         os.makedirs(os.path.join(root, "sys", "workers"), exist_ok=True)
         return root
-
-    def output_dir(self) -> str:
-        """The folder ``EntryScript().output_dir`` names."""
-        output = Location(self.spec.output_url, self.spec.output_storage_options)
-        return output.path if output.is_local else os.path.join(self.local_dir, "output")
 
     def _settings(self) -> dict[str, Any]:
         spec = self.spec
@@ -135,7 +134,7 @@ class RunnerPlugin(WorkerPlugin):
         os.makedirs(cwd, exist_ok=True)
         return {"script_path": spec.script_path, "script_object": spec.script_object,
                 "source_directory": spec.source_directory, "arguments": list(spec.arguments),
-                "cwd": cwd, "logging_level": spec.logging_level,
+                "cwd": cwd, "logging_level": spec.logging_level, "secrets": list(spec.secrets),
                 "error_log": os.path.join(self.log_dir, "user", "error", f"{self.agent}.txt")}
 
     def _env(self) -> dict[str, str]:
@@ -143,10 +142,8 @@ class RunnerPlugin(WorkerPlugin):
         if self.threads_per_runner is not None:
             env.update({name: str(self.threads_per_runner) for name in _THREAD_VARIABLES})
         env.update({key: str(value) for key, value in self.spec.environment_variables.items()})
-        output_dir = self.output_dir()
-        os.makedirs(output_dir, exist_ok=True)
         env.update({ENV_AGENT_NAME: self.agent, ENV_LOG_DIR: self.log_dir,
-                    ENV_OUTPUT_DIR: output_dir, ENV_LOG_LEVEL: self.spec.logging_level,
+                    ENV_OUTPUT_DIR: self.files.output_dir, ENV_LOG_LEVEL: self.spec.logging_level,
                     ENV_WORKING_DIR: self.spec.source_directory or os.path.join(
                         self.local_dir, "work")})
         path = env.get("PYTHONPATH", "")
@@ -162,6 +159,7 @@ def _worker_logger(log_dir: str, agent: str, spec: JobSpec) -> logging.Logger:
         handler = logging.FileHandler(os.path.join(log_dir, "sys", "workers", f"{agent}.txt"),
                                       encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.addFilter(RedactingFilter(spec.secrets))
         logger.addHandler(handler)
     return logger
 

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from multiprocessing.connection import Connection
 from typing import Any
 
+from daskprs.secrets import redact
 from daskprs.serialize import check_result
 
 
@@ -37,7 +38,7 @@ def main(argv: list[str]) -> int:
         if callable(init):
             init()
     except BaseException as exc:
-        _report(conn, settings["error_log"], exc, "init()")
+        _report(conn, settings, exc, "init()")
         return 1
     run = script.run
     with_context = takes_context(run)
@@ -59,7 +60,7 @@ def main(argv: list[str]) -> int:
                 raise TypeError(problem.split(": ", 1)[1])
             conn.send(("ok", result))
         except BaseException as exc:
-            _report(conn, settings["error_log"], exc,
+            _report(conn, settings, exc,
                     f"run() of {context.mini_batch_id}, attempt {context.attempt}")
 
 
@@ -93,14 +94,16 @@ def takes_context(run: Any) -> bool:
     return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in positional)
 
 
-def _report(conn: Connection, error_log: str, exc: BaseException, where: str) -> None:
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+def _report(conn: Connection, settings: dict[str, Any], exc: BaseException, where: str) -> None:
+    secrets = settings["secrets"]
+    text = redact("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+                  secrets)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    with open(error_log, "a", encoding="utf-8") as handle:
+    with open(settings["error_log"], "a", encoding="utf-8") as handle:
         handle.write(f"{stamp} pid {os.getpid()}: {where} failed\n{text}\n")
+    message = redact(str(exc).splitlines()[0], secrets) if str(exc) else ""
     try:
-        conn.send(("error", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "",
-                   text))
+        conn.send(("error", type(exc).__name__, message, text))
     except Exception as send_error:  # an unpicklable result, a closed pipe
         conn.send(("error", type(send_error).__name__, str(send_error), text))
 

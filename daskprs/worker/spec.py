@@ -40,6 +40,8 @@ class JobSpec:
         For daskprs' worker log and the entry script logger.
     owned_cluster
         Whether daskprs started the cluster (worker names become ``worker-<k>``).
+    secrets
+        Values the worker's logs must not contain.
     """
 
     run_id: str
@@ -57,6 +59,7 @@ class JobSpec:
     run_max_try: int = 3
     logging_level: str = "INFO"
     owned_cluster: bool = True
+    secrets: tuple[str, ...] = ()
 
     @property
     def plugin_name(self) -> str:

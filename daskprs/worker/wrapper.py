@@ -95,13 +95,17 @@ def process_mini_batch(plugin: Any, mini_batch: MiniBatch, load: Loader) -> dict
         if number == 0 or charged >= spec.run_max_try:
             return _failed(mini_batch, rows, rows[-1]["error"] if rows else "no attempts left")
         data, read_error = load()
+        plugin.files.begin_attempt()
         row, result = _attempt(plugin, mini_batch, number, data, read_error)
         rows.append(row)
         if row["status"] == "succeeded":
             record = _publish(state, spec, mini_batch, rows, result, number)
             state.finish_attempt(spec.run_id, mini_batch.id, row)
+            plugin.files.publish_attempt()
+            plugin.files.sync_logs()
             return record
         state.finish_attempt(spec.run_id, mini_batch.id, row)
+        plugin.files.sync_logs()
         charged += 1
         if charged >= spec.run_max_try:
             return _failed(mini_batch, rows, row["error"])
