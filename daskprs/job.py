@@ -134,7 +134,7 @@ def _write_state(state: StateStore, fingerprint: str, status: str, run_id: str) 
 
 
 def _clear_state(state: StateStore) -> None:
-    for folder in ("committed", "results", "attempts"):
+    for folder in ("committed", "results", "attempts", "assembly"):
         if state.fs.exists(state.path(folder)):
             state.fs.rm(state.path(folder), recursive=True)
 
@@ -190,7 +190,7 @@ def _execute(prepared: PreparedJob, logs: LogFolder, run_id: str, client: Any,
             raise
         finally:
             progress.close()
-            _finish(assembler, status)
+            _finish(assembler, status, state)
             result = _job_result(prepared, run_id, started, clock, status, reason, counter,
                                  assembler)
             write_job_result(logs, result)
@@ -198,11 +198,13 @@ def _execute(prepared: PreparedJob, logs: LogFolder, run_id: str, client: Any,
     return result
 
 
-def _finish(assembler: OrderedAssembler, status: str) -> None:
-    if status == COMPLETED:
-        assembler.commit()
-    else:
+def _finish(assembler: OrderedAssembler, status: str, state: StateStore) -> None:
+    """Publish the output of a completed job and remove its staging; else discard."""
+    if status != COMPLETED:
         assembler.discard()
+        return
+    assembler.commit()
+    _clear_state(state)
 
 
 def _run(prepared: PreparedJob, run_id: str, todo: list[Any], client: Any,

@@ -127,3 +127,22 @@ def million_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("million-csv")
     write_csv_files(folder, files=3, rows_per_file=[400_000, 350_000, 250_000])
     return folder
+
+
+@pytest.fixture(scope="session")
+def storage_servers():
+    """moto's S3 server and Azurite, on free loopback ports, for the whole session."""
+    from tests.storage_servers import session_servers
+
+    yield from session_servers()
+
+
+@pytest.fixture(params=["local", "s3", "azure"])
+def storage(request, tmp_path):
+    """A fresh place on local disk, in an S3 bucket and in an Azure container."""
+    from tests.storage_servers import Storage, new_bucket
+
+    if request.param == "local":
+        return Storage("local", str(tmp_path / "store"))
+    servers = request.getfixturevalue("storage_servers")
+    return new_bucket(request.param, servers[request.param])
