@@ -12,7 +12,9 @@ import contextlib
 import json
 import logging
 import math
+import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from daskprs.cluster import connect
@@ -20,11 +22,14 @@ from daskprs.datasets import TabularDataset
 from daskprs.errors import ClusterError
 from daskprs.inputs.plan import MiniBatch, Plan
 from daskprs.sink import RecordSink
-from daskprs.worker.plugin import RunnerPlugin, plugin_status
+from daskprs.worker.plugin import RunnerPlugin
 from daskprs.worker.spec import JobSpec
 
 logger = logging.getLogger("daskprs")
 MAX_RESUBMITS = 3
+NO_WORKER_SECONDS = 120
+WATCH_SECONDS = 5.0
+POLL_SECONDS = 0.02
 
 
 def run_on_cluster(spec: JobSpec, plan: Plan, inputs: list[Any], todo: list[MiniBatch],
@@ -34,52 +39,67 @@ def run_on_cluster(spec: JobSpec, plan: Plan, inputs: list[Any], todo: list[Mini
         client = connection.client
         if connection.owned and client.dashboard_link:
             logger.info("Dask dashboard: %s", client.dashboard_link)
-        owned_spec = _with_ownership(spec, connection.owned)
+        owned_spec = replace(spec, owned_cluster=connection.owned)
         plugin = RunnerPlugin(owned_spec, connection.threads_per_runner)
         client.register_plugin(plugin)
         try:
-            workers = _healthy_workers(client, owned_spec.plugin_name)
-            submitter = _Submitter(client, owned_spec, plan, inputs, workers)
+            submitter = _Submitter(client, owned_spec, plan, inputs)
             return _stream(client, submitter, todo, sink)
         finally:
             with contextlib.suppress(Exception):
                 client.unregister_worker_plugin(owned_spec.plugin_name)
 
 
-def _with_ownership(spec: JobSpec, owned: bool) -> JobSpec:
-    from dataclasses import replace
+class _Health:
+    """Which workers failed ``init()``, and whether any healthy one is left."""
 
-    return replace(spec, owned_cluster=owned)
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.unhealthy: dict[str, str] = {}
+        self.no_workers_since: float | None = None
 
+    def mark(self, record: dict[str, Any]) -> list[str] | None:
+        """Record an unhealthy worker; return the workers to send its mini-batch to."""
+        if record["worker"] not in self.unhealthy:
+            logger.warning("worker %s takes no mini-batches: init() failed: %s",
+                           record["worker"], (record.get("error") or "").splitlines()[:1])
+        self.unhealthy[record["worker"]] = record.get("error") or "init() failed"
+        workers = [w for w in self.client.scheduler_info()["workers"] if w not in self.unhealthy]
+        if not workers:
+            first = next(iter(self.unhealthy.values()))
+            raise ClusterError(f"init() failed on every worker ({len(self.unhealthy)}), so no "
+                               f"worker can take mini-batches. The first error:\n{first}")
+        return workers
 
-def _healthy_workers(client: Any, plugin_name: str) -> list[str]:
-    statuses = client.run(plugin_status, plugin_name)
-    healthy = [address for address, status in statuses.items() if status["healthy"]]
-    if not healthy:
-        first = next((s.get("error") for s in statuses.values() if s.get("error")), "no workers")
-        raise ClusterError(f"init() failed on every worker ({len(statuses)}), so no worker can "
-                           f"take mini-batches. The first error:\n{first}")
-    for address, status in statuses.items():
-        if not status["healthy"]:
-            first_line = (status.get("error") or "").splitlines()[:1]
-            logger.warning("worker %s takes no mini-batches: init() failed: %s", address,
-                           first_line[0] if first_line else "")
-    return healthy
+    def check_workers(self) -> None:
+        """Fail when the cluster has had no worker for ``NO_WORKER_SECONDS``."""
+        if self.client.scheduler_info()["workers"]:
+            self.no_workers_since = None
+            return
+        now = time.monotonic()
+        self.no_workers_since = self.no_workers_since or now
+        if now - self.no_workers_since > NO_WORKER_SECONDS:
+            raise ClusterError(f"the cluster has had no worker for {NO_WORKER_SECONDS} s; "
+                               f"the remaining mini-batches cannot run. Start workers (or "
+                               f"check why they died: logs/sys/client.txt) and run again: "
+                               f"committed mini-batches are kept.")
 
 
 class _Submitter:
     """Build and submit the tasks of a list of mini-batches; each call gets new keys."""
 
-    def __init__(self, client: Any, spec: JobSpec, plan: Plan, inputs: list[Any],
-                 workers: list[str]) -> None:
+    def __init__(self, client: Any, spec: JobSpec, plan: Plan, inputs: list[Any]) -> None:
         self.client = client
         self.spec = spec
         self.plan = plan
         self.frames = {d.name: d for d in inputs if isinstance(d, TabularDataset)}
-        self.workers = workers
+        self.workers = list(client.scheduler_info()["workers"]) or [None]
 
-    def submit(self, batches: list[MiniBatch]) -> dict[Any, list[MiniBatch]]:
-        """Submit ``batches``; return each future with the mini-batches it runs."""
+    def submit(self, batches: list[MiniBatch], workers: list[str] | None = None
+               ) -> dict[Any, list[MiniBatch]]:
+        """Submit ``batches`` (preferably to ``workers``; others may take them when those
+        are gone, so that nothing waits for a lost worker); return each future with the
+        mini-batches it runs."""
         groups: list[list[MiniBatch]] = []
         delayed: list[Any] = []
         if self.plan.kind == "file":
@@ -89,7 +109,7 @@ class _Submitter:
                 chosen = [mb for mb in batches if mb.input_name == name]
                 delayed.extend(self._tabular_tasks(self.frames[name], chosen))
                 groups.extend([mb] for mb in chosen)
-        futures = self.client.compute(delayed, workers=self.workers, allow_other_workers=False)
+        futures = self.client.compute(delayed, workers=workers, allow_other_workers=True)
         return dict(zip(futures, groups, strict=True))
 
     def _file_tasks(self, batches: list[MiniBatch]) -> tuple[list[Any], list[list[MiniBatch]]]:
@@ -127,29 +147,51 @@ def _stream(client: Any, submitter: _Submitter, todo: list[MiniBatch], sink: Rec
     from distributed import as_completed
 
     pending = submitter.submit(todo)
+    by_id = {mb.id: mb for mb in todo}
     resubmits: dict[str, int] = {}
+    health = _Health(client)
     stream = as_completed(list(pending))
+    idle_since = time.monotonic()
     try:
-        for future in stream:
-            batches = pending.pop(future)
-            if future.status == "error":
-                again = _retry_batches(future, batches, resubmits)
-                future.release()
-                for new_future, group in submitter.submit(again).items():
-                    pending[new_future] = group
-                    stream.add(new_future)
+        while not stream.is_empty():
+            finished = stream.next_batch(block=False)
+            if not finished:
+                if time.monotonic() - idle_since > WATCH_SECONDS:
+                    health.check_workers()
+                    idle_since = time.monotonic()
+                time.sleep(POLL_SECONDS)
                 continue
-            value = future.result()
-            future.release()
-            for record in _records_of(value):
-                reason = sink.add(record)
-                if reason:
-                    client.cancel(list(pending))
-                    return reason
+            idle_since = time.monotonic()
+            for future in finished:
+                batches = pending.pop(future)
+                if future.status == "error":
+                    again, workers = _retry_batches(future, batches, resubmits), None
+                    future.release()
+                    _add(stream, pending, submitter.submit(again, workers))
+                    continue
+                value = future.result()
+                future.release()
+                for record in _records_of(value):
+                    if record["status"] == "unhealthy":
+                        workers = health.mark(record)
+                        mb = by_id[record["id"]]
+                        _add(stream, pending, submitter.submit([mb], workers))
+                        continue
+                    reason = sink.add(record)
+                    if reason:
+                        client.cancel(list(pending))
+                        return reason
     except BaseException:
         client.cancel(list(pending))
         raise
     return ""
+
+
+def _add(stream: Any, pending: dict[Any, list[MiniBatch]],
+         submitted: dict[Any, list[MiniBatch]]) -> None:
+    for future, group in submitted.items():
+        pending[future] = group
+        stream.add(future)
 
 
 def _retry_batches(future: Any, batches: list[MiniBatch], resubmits: dict[str, int]

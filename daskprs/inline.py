@@ -53,6 +53,12 @@ class InlineRunner:
         self.logger = logger
         self.error_log = os.path.join(files.log_dir, "user", "error", f"{AGENT}.txt")
         self.takes_context = takes_context(script.run)
+        self.address = AGENT
+        self.init_error = None
+
+    def wait_ready(self) -> bool:
+        """``init()`` ran before the first mini-batch: always ready."""
+        return True
 
     def run_attempt(self, mini_batch: Any, context: Any) -> Outcome:
         """Call ``run()`` here; an exception fails the attempt."""

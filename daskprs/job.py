@@ -35,7 +35,7 @@ from daskprs.secrets import RedactingFilter, known_secrets, remember_environment
 from daskprs.sink import RecordSink
 from daskprs.state import StateStore
 from daskprs.step import ParallelRunStep
-from daskprs.storage import Location, read_bytes_or_none, write_atomic
+from daskprs.storage import Location, probe_bucket, read_bytes_or_none, write_atomic
 from daskprs.storage_errors import input_errors, translate_storage_errors
 from daskprs.worker.spec import JobSpec
 
@@ -61,7 +61,12 @@ def prepare(step: ParallelRunStep) -> PreparedJob:
     inputs = [replace(d, storage_options=resolve_options(d.storage_options, f"inputs.{d.name}"))
               for d in step.inputs]
     with translate_storage_errors(output.url):
+        probe_bucket(output.url, output.storage_options)
         check_output_is_ours(output)
+    for dataset in inputs:
+        for path in getattr(dataset, "paths", ()):
+            with input_errors(path):
+                probe_bucket(path, dataset.storage_options)
     with input_errors(", ".join(p for d in inputs for p in getattr(d, "paths", ()))):
         if step.kind == "file":
             plan = plan_files([d for d in inputs if isinstance(d, FileDataset)],

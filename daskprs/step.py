@@ -153,10 +153,11 @@ def check_step(checker: Checker, name: Any, config: Any, inputs: Any, output: An
     if len(kinds) == 1 and isinstance(config, ParallelRunConfig):
         kind = kinds.pop()
         values["mini_batch_size"] = _size_for(checker, config, kind, config_prefix)
-        if config.partition_keys and values["mini_batch_size"] is not None:
-            values["mini_batch_size"] = check_partition_keys(
-                checker, list(config.partition_keys), values["inputs"], kind,
-                config.mini_batch_size, config_prefix)
+        if config.partition_keys:
+            split = check_partition_keys(checker, list(config.partition_keys),
+                                         values["inputs"], kind, config.mini_batch_size,
+                                         config_prefix)
+            values["mini_batch_size"] = split if values["mini_batch_size"] else None
     return values
 
 

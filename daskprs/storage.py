@@ -186,3 +186,17 @@ def read_bytes_or_none(fs: fsspec.AbstractFileSystem, path: str) -> bytes | None
         return fs.cat_file(path)
     except FileNotFoundError:
         return None
+
+
+def probe_bucket(url: str, storage_options: dict[str, Any]) -> None:
+    """List the bucket (or container) of a remote URL, so that a missing one, refused
+    credentials or an unreachable endpoint raise here, before any work starts.
+
+    Local paths and URLs with wildcards in the bucket name are not probed.
+    """
+    if "://" not in url or url.startswith(("file://", "memory://")):
+        return
+    fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    bucket = path.split("/", 1)[0]
+    if bucket and not any(ch in bucket for ch in "*?["):
+        fs.ls(bucket, detail=False)

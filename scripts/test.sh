@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One command from a fresh clone: install everything the tests need, lint, run the tests.
+# Needs python3 (3.10+) and npm (for Azurite, the Azure Blob emulator the tests start).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+npm install --no-audit --no-fund --no-package-lock --silent
 .venv/bin/ruff check .
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -52,9 +52,15 @@ class RunnerPlugin(WorkerPlugin):
         self.threads_per_runner = threads_per_runner
 
     async def setup(self, worker: Any) -> None:
-        """Start the runner and run ``init()`` in a thread, off the worker's event loop."""
+        """Start the runner and its ``init()`` in a thread, off the worker's event loop.
+
+        Setup returns at once: registration does not wait for the slowest ``init()``, and
+        each mini-batch waits for its own worker's (:meth:`wait_ready`).
+        """
         self.agent = agent_name(worker.name, self.spec.owned_cluster)
+        self.address = worker.address
         self.lock = threading.Lock()
+        self.ready = threading.Event()
         self.runner: RunnerProcess | None = None
         self.init_error: str | None = None
         self.init_count = 0
@@ -63,22 +69,37 @@ class RunnerPlugin(WorkerPlugin):
         self.files = LocalFiles(output, f"daskprs-{self.spec.run_id}-files-")
         self.log_dir = self._log_dir()
         self.logger = _worker_logger(self.log_dir, self.agent, self.spec)
-        await asyncio.to_thread(self._start_runner)
+        threading.Thread(target=self._first_start, name=f"{self.name}-init", daemon=True).start()
 
     async def teardown(self, worker: Any) -> None:
         """Call ``shutdown()`` in the runner, stop it, upload the logs."""
+        await asyncio.to_thread(self.ready.wait, self.spec.init_timeout + 10)
         await asyncio.to_thread(self._stop_runner)
         await asyncio.to_thread(self.files.sync_logs, True)
 
     @property
     def healthy(self) -> bool:
-        """Whether this worker's ``init()`` succeeded."""
-        return self.init_error is None
+        """Whether this worker's ``init()`` succeeded (False while it runs)."""
+        return self.ready.is_set() and self.init_error is None
+
+    def wait_ready(self) -> bool:
+        """Wait for the first ``init()`` to end; return whether the worker is healthy."""
+        self.ready.wait(self.spec.init_timeout + 10)
+        return self.healthy
+
+    def _first_start(self) -> None:
+        with self.lock:
+            try:
+                self._start_runner()
+            except Exception as exc:  # the runner could not even be started
+                self.init_error = f"{type(exc).__name__}: {exc}"
+            finally:
+                self.ready.set()
 
     def run_attempt(self, mini_batch: Any, context: Any) -> Outcome:
         """Run one attempt in the runner; replace the runner when it timed out or died."""
         with self.lock:
-            if self.runner is None or not self.runner.alive():
+            if self.healthy and (self.runner is None or not self.runner.alive()):
                 self._start_runner()
             if self.runner is None:
                 return Outcome("error", error=f"WorkerUnhealthy: {self.init_error}")
@@ -169,5 +190,6 @@ def plugin_status(plugin_name: str, dask_worker: Any = None) -> dict[str, Any]:
     plugin = dask_worker.plugins.get(plugin_name)
     if plugin is None or not hasattr(plugin, "init_error"):
         return {"registered": False, "healthy": False, "error": "plugin not set up"}
+    plugin.wait_ready()
     return {"registered": True, "healthy": plugin.healthy, "error": plugin.init_error,
             "agent": plugin.agent, "init_count": plugin.init_count, "pid": plugin.runner_pid}

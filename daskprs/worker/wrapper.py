@@ -76,6 +76,9 @@ def process_mini_batch(plugin: Any, mini_batch: MiniBatch, load: Loader) -> dict
     existing = state.committed(mini_batch.id)
     if existing is not None:
         return {**existing, "reused": True, "attempts": []}
+    if not plugin.wait_ready():
+        return {"id": mini_batch.id, "index": mini_batch.index, "status": "unhealthy",
+                "worker": plugin.address, "error": plugin.init_error}
     rows: list[dict[str, Any]] = []
     charged = 0
     first_claim = True
