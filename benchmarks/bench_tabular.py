@@ -20,6 +20,7 @@ that both outputs have the same number of lines. See benchmarks/README.md.
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import contextlib
 import csv
@@ -33,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -254,8 +256,14 @@ class ClusterClock:
             cluster_module.LocalCluster = original
 
 
-def run_daskprs(paths: dict[str, str], mini_batch_size: str, output: str) -> dict[str, Any]:
-    """Run the step end to end on a fresh output folder; return its figures."""
+def run_daskprs(paths: dict[str, str], mini_batch_size: str, output: str,
+                timeout: float) -> dict[str, Any]:
+    """Run the step end to end on a fresh output folder; return its figures.
+
+    After ``timeout`` seconds a watchdog interrupts the main thread as Ctrl-C would (daskprs
+    then cancels, writes ``Canceled`` and re-raises), so a job that stops making progress
+    ends the benchmark with a message instead of hanging it.
+    """
     from daskprs import Dataset, ParallelRunConfig, ParallelRunStep
 
     shutil.rmtree(output, ignore_errors=True)
@@ -272,7 +280,23 @@ def run_daskprs(paths: dict[str, str], mini_batch_size: str, output: str) -> dic
         step = ParallelRunStep(name="bench-tabular", parallel_run_config=config,
                                inputs=[table], output=output,
                                arguments=["--model", paths["model"]], allow_reuse=False)
-        result = step.run(progress=False)
+        fired = threading.Event()
+
+        def interrupt() -> None:
+            fired.set()
+            _thread.interrupt_main()
+
+        watchdog = threading.Timer(timeout, interrupt)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            result = step.run(progress=False)
+        except KeyboardInterrupt:
+            if not fired.is_set():
+                raise
+            raise SystemExit(_stalled_message(output, timeout)) from None
+        finally:
+            watchdog.cancel()
     seconds = time.perf_counter() - mark
     wall_end = wall_start + seconds
     result.raise_for_status()
@@ -295,6 +319,18 @@ def run_daskprs(paths: dict[str, str], mini_batch_size: str, output: str) -> dic
                 seen.extend(_threads_seen(handle.read()))
     figures["openmp_threads"] = seen
     return figures
+
+
+def _stalled_message(output: str, timeout: float) -> str:
+    table = os.path.join(output, "logs", "sys", "mini_batches.csv")
+    attempts = 0
+    if os.path.exists(table):
+        with open(table, encoding="utf-8") as handle:
+            attempts = max(0, sum(1 for _ in handle) - 1)
+    return (f"daskprs did not finish within --timeout {timeout:g} s ({attempts} attempts in "
+            f"{table}); it was interrupted and wrote Canceled. See {output}/logs/ (kept with "
+            f"--workdir). If all Dask workers died, the job waits forever: its tasks are pinned "
+            f"to the dead workers' addresses (see benchmarks/README.md).")
 
 
 def _attempt_figures(output: str, wall_start: float, wall_end: float) -> dict[str, Any]:
@@ -400,13 +436,26 @@ def summarise(loops: list[dict[str, Any]], jobs: list[dict[str, Any]],
         "output_lines": checks[0]["daskprs_lines"],
         "repetitions": {"loop": loops, "daskprs": jobs, "checks": checks},
     }
-    span, busy = summary["attempt_span_seconds"], summary["attempt_seconds_sum"]
-    score = summary["loop_phases"]["score"]
-    if span and busy is not None:
-        # Worker-seconds inside attempts (runner round trip + run()) beyond the loop's scoring,
-        # and worker-seconds between attempts (read, markers, commit, Dask scheduling).
-        summary["in_attempt_overhead_per_mini_batch_seconds"] = (busy - score) / batches
-        summary["between_attempts_per_mini_batch_seconds"] = (span * workers - busy) / batches
+    # Per repetition (loop i paired with daskprs i), then medians: where the worker-seconds
+    # beyond the loop go. In-attempt: attempt seconds (runner round trip + run(), slowed by
+    # whatever else shares the 2 cores) minus the loop's scoring. Between attempts: worker-
+    # seconds from first to last attempt outside attempts (read, markers, append_row bytes,
+    # commit, Dask hand-off). Steady state: the loop's per-mini-batch work (read, score,
+    # write) over the time from the first attempt's start to the last one's end.
+    derived: dict[str, list[float]] = {"in_attempt": [], "between": [], "steady": []}
+    for loop, job in zip(loops, jobs, strict=True):
+        span, busy = job.get("attempt_span_seconds"), job.get("attempt_seconds_sum")
+        if not span or busy is None:
+            continue
+        phases = loop["phases"]
+        derived["in_attempt"].append((busy - phases["score"]) / batches)
+        derived["between"].append((span * workers - busy) / batches)
+        derived["steady"].append((phases["read"] + phases["score"] + phases["write"]) / span)
+    summary["in_attempt_overhead_per_mini_batch_seconds"] = _median(derived["in_attempt"])
+    summary["between_attempts_per_mini_batch_seconds"] = _median(derived["between"])
+    summary["steady_state_ratio"] = _median(derived["steady"])
+    summary["ratio_per_repetition"] = [loop["seconds"] / job["seconds"]
+                                       for loop, job in zip(loops, jobs, strict=True)]
     return summary
 
 
@@ -447,7 +496,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"({s['rows_per_mini_batch']:,.0f} rows each on average)",
         f"loop (1 process)              {fmt(s['loop_seconds'])}   [{phases}]",
         f"daskprs (2 workers)           {fmt(s['daskprs_seconds'])}   end to end",
-        f"ratio loop/daskprs            {fmt(s['ratio'], 'x')}   (limit 2.00x, goal >= 1.80x)",
+        f"ratio loop/daskprs            {fmt(s['ratio'], 'x')}   (limit 2.00x, goal >= 1.80x; "
+        f"per repetition {', '.join(f'{r:.2f}x' for r in s['ratio_per_repetition'])})",
         f"overhead per mini-batch       {fmt(_ms(s['overhead_per_mini_batch_seconds']), ' ms', 1)}"
         f"   (daskprs_s*2 - loop_s) / mini_batches",
         f"daskprs without cluster start {fmt(s['daskprs_seconds_excluding_cluster_start'])}   "
@@ -458,7 +508,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"  job_result.json seconds     {fmt(s['daskprs_job_result_seconds'])}",
         f"  before first attempt        {fmt(s['before_first_attempt_seconds'])}"
         f"   (plan, cluster, runners' init)",
-        f"  first to last attempt       {fmt(s['attempt_span_seconds'])}",
+        f"  first to last attempt       {fmt(s['attempt_span_seconds'])}"
+        f"   (steady-state ratio {fmt(s['steady_state_ratio'], 'x')})",
         f"  after last attempt          {fmt(s['after_last_attempt_seconds'])}"
         f"   (assembly, teardown)",
         f"  in-attempt overhead / mb    "
@@ -503,6 +554,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", help="folder for data and outputs (kept; data reused when "
                         "the parameters match); default: a temporary folder, removed")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--timeout", type=float, default=900,
+                        help="seconds after which a daskprs run is interrupted (Ctrl-C) and "
+                        "the benchmark stops")
     parser.add_argument("--loop-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.rows < 1 or args.files < 1:
@@ -524,7 +578,12 @@ def main(argv: list[str] | None = None) -> None:
     os.makedirs(workdir, exist_ok=True)
     try:
         paths = prepare_data(workdir, args)
-        import daskprs.job  # noqa: F401  (import Dask in this process before timing)
+        # Import Dask and daskprs in this process before timing (the loop's child imports
+        # daskprs before its clock starts, too).
+        import dask.dataframe  # noqa: F401
+        import distributed  # noqa: F401
+
+        import daskprs.job  # noqa: F401
 
         loops, jobs, checks = [], [], []
         for repetition in range(1, args.repeat + 1):
@@ -534,7 +593,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[{repetition}/{args.repeat}] loop    {loop['seconds']:.2f} s "
                   f"({loop['mini_batches']} mini-batches)", flush=True)
             output = os.path.join(workdir, f"daskprs-out-{repetition}")
-            job = run_daskprs(paths, args.mini_batch_size, output)
+            job = run_daskprs(paths, args.mini_batch_size, output, args.timeout)
             jobs.append(job)
             print(f"[{repetition}/{args.repeat}] daskprs {job['seconds']:.2f} s "
                   f"({job['mini_batches']} mini-batches)", flush=True)
