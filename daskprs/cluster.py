@@ -29,11 +29,15 @@ _SCHEDULER_CONFIG = {"distributed.scheduler.worker-saturation": float("inf"),
 
 @dataclass
 class Connection:
-    """A client to run on, and whether daskprs started (and will close) its cluster."""
+    """A client to run on, and whether daskprs started (and will close) its cluster.
+
+    ``local``: the workers share this Python environment (an embedded LocalCluster).
+    """
 
     client: Client
     owned: bool
     threads_per_runner: int | None
+    local: bool = False
 
 
 @contextlib.contextmanager
@@ -72,6 +76,15 @@ def connect(target: Any, processes: int, node_count: int) -> Iterator[Connection
                 yield connection
 
 
+def starts_local_cluster(target: Any) -> bool:
+    """Whether :func:`connect` would start an embedded LocalCluster for ``target``."""
+    if target == "local":
+        return True
+    if target is not None:
+        return False
+    return _default_client() is None and not dask.config.get("scheduler-address", None)
+
+
 def _default_client() -> Client | None:
     try:
         from distributed import default_client
@@ -101,7 +114,7 @@ def _local_cluster(processes: int) -> Iterator[Connection]:
                            dashboard_address=":0", silence_logs=logging.ERROR)
     try:
         with Client(cluster) as client:
-            yield Connection(client, True, max(1, cores // processes))
+            yield Connection(client, True, max(1, cores // processes), local=True)
     finally:
         cluster.close()
 

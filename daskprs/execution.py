@@ -33,13 +33,16 @@ POLL_SECONDS = 0.02
 
 
 def run_on_cluster(spec: JobSpec, plan: Plan, inputs: list[Any], todo: list[MiniBatch],
-                   target: Any, processes: int, node_count: int, sink: RecordSink) -> str:
+                   target: Any, processes: int, node_count: int, sink: RecordSink,
+                   requirements: list[str]) -> str:
     """Run ``todo``; return the failure reason, or an empty string."""
     with connect(target, processes, node_count) as connection:
         client = connection.client
         if connection.owned and client.dashboard_link:
             logger.info("Dask dashboard: %s", client.dashboard_link)
         owned_spec = replace(spec, owned_cluster=connection.owned)
+        if requirements and not connection.local:
+            _install_requirements(client, requirements)
         plugin = RunnerPlugin(owned_spec, connection.threads_per_runner)
         client.register_plugin(plugin)
         try:
@@ -48,6 +51,14 @@ def run_on_cluster(spec: JobSpec, plan: Plan, inputs: list[Any], todo: list[Mini
         finally:
             with contextlib.suppress(Exception):
                 client.unregister_worker_plugin(owned_spec.plugin_name)
+
+
+def _install_requirements(client: Any, requirements: list[str]) -> None:
+    """Install ``environment.pip`` on the workers of an existing cluster."""
+    from distributed.diagnostics.plugin import PipInstall
+
+    logger.info("installing on the workers: pip install %s", " ".join(requirements))
+    client.register_plugin(PipInstall(packages=list(requirements)))
 
 
 class _Health:

@@ -19,6 +19,7 @@ from typing import Any
 
 import cloudpickle
 
+from daskprs.cluster import starts_local_cluster
 from daskprs.datasets import FileDataset, TabularDataset
 from daskprs.errors import InputError
 from daskprs.failures import FailureCounter
@@ -30,6 +31,7 @@ from daskprs.outputs.assemble import OrderedAssembler, ParquetAssembler, make_as
 from daskprs.outputs.guard import OutputLock, check_output_is_ours
 from daskprs.outputs.reports import AttemptTable, LogFolder, write_job_result, write_readme
 from daskprs.progress import make_progress
+from daskprs.requirements import check_requirements
 from daskprs.result import CANCELED, COMPLETED, FAILED, JobResult
 from daskprs.secrets import RedactingFilter, known_secrets, remember_environment, resolve_options
 from daskprs.sink import RecordSink
@@ -217,6 +219,9 @@ def _run(prepared: PreparedJob, run_id: str, todo: list[Any], client: Any,
     config = prepared.step.parallel_run_config
     target = client if client is not None else config.compute_target
     spec = _job_spec(prepared, run_id)
+    requirements = list((config.environment or {}).get("pip", []))
+    if target == "inline" or starts_local_cluster(target):
+        check_requirements(requirements)  # the workers share this environment
     if target == "inline":
         from daskprs.inline import run_inline
 
@@ -224,7 +229,7 @@ def _run(prepared: PreparedJob, run_id: str, todo: list[Any], client: Any,
     from daskprs.execution import run_on_cluster
 
     return run_on_cluster(spec, prepared.plan, prepared.inputs, todo, target,
-                          config.processes, config.node_count, sink)
+                          config.processes, config.node_count, sink, requirements)
 
 
 def _committed_records(state: StateStore, plan: Plan) -> dict[str, dict[str, Any]]:
