@@ -21,7 +21,9 @@ from daskprs.cluster import connect
 from daskprs.datasets import TabularDataset
 from daskprs.errors import ClusterError
 from daskprs.inputs.plan import MiniBatch, Plan
+from daskprs.reachability import check_reachable
 from daskprs.sink import RecordSink
+from daskprs.storage import Location
 from daskprs.worker.plugin import RunnerPlugin
 from daskprs.worker.spec import JobSpec
 
@@ -38,8 +40,11 @@ def run_on_cluster(spec: JobSpec, plan: Plan, inputs: list[Any], todo: list[Mini
     """Run ``todo``; return the failure reason, or an empty string."""
     with connect(target, processes, node_count) as connection:
         client = connection.client
-        if connection.owned and client.dashboard_link:
+        if client.dashboard_link:
             logger.info("Dask dashboard: %s", client.dashboard_link)
+        if not connection.local:
+            output = Location(spec.output_url, spec.output_storage_options)
+            check_reachable(client, output, input_roots(inputs))
         owned_spec = replace(spec, owned_cluster=connection.owned)
         if requirements and not connection.local:
             _install_requirements(client, requirements)
@@ -51,6 +56,17 @@ def run_on_cluster(spec: JobSpec, plan: Plan, inputs: list[Any], todo: list[Mini
         finally:
             with contextlib.suppress(Exception):
                 client.unregister_worker_plugin(owned_spec.plugin_name)
+
+
+def input_roots(inputs: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The folder each input path lives in (the part before a wildcard), with its options."""
+    roots = []
+    for dataset in inputs:
+        for path in getattr(dataset, "paths", ()):
+            cut = min([path.find(ch) for ch in "*?[" if ch in path] or [len(path)])
+            root = path[:cut].rsplit("/", 1)[0] if cut < len(path) else path
+            roots.append((root, dict(dataset.storage_options)))
+    return roots
 
 
 def _install_requirements(client: Any, requirements: list[str]) -> None:
