@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -129,23 +128,19 @@ class AtomicWriter:
             self.handle.closed = True  # so that close() (also from __del__) uploads nothing
 
 
-@contextlib.contextmanager
-def atomic_open(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[AtomicWriter]:
-    """Open ``path`` for binary writing; it appears whole when the block ends, or not at all."""
-    writer = AtomicWriter(fs, path)
-    try:
-        yield writer
-    except BaseException:
-        writer.discard()
-        raise
-    writer.commit()
-
-
 def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old content or the new, never a part."""
+    """Write ``data`` to ``path`` so that readers see the old content or the new, never a part.
+
+    Local files are renamed into place without ``fsync``: they survive the writer being
+    killed (the kernel keeps the data), not a power cut. The final output
+    (:class:`AtomicWriter`) is synced.
+    """
     if isinstance(fs, LocalFileSystem):
-        with atomic_open(fs, path) as handle:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        temp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+        with open(temp, "wb") as handle:
             handle.write(data)
+        os.replace(temp, path)
     else:
         fs.pipe_file(path, data)
 
