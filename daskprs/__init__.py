@@ -28,6 +28,7 @@ _EXPORTS = {
     "InputError": "daskprs.errors",
     "OutputError": "daskprs.errors",
     "ClusterError": "daskprs.errors",
+    "InitFailedError": "daskprs.errors",
     "JobFailedError": "daskprs.errors",
 }
 

@@ -89,7 +89,9 @@ def validate(config: str, overrides: tuple[str, ...]) -> None:
 
 @main.command()
 @click.argument("output")
-def show(output: str) -> None:
+@click.option("--timeline", metavar="FILE.png", type=click.Path(dir_okay=False),
+              help="Also draw the attempts per worker into FILE (needs daskprs[plot]).")
+def show(output: str, timeline: str | None) -> None:
     """Show the job result of an OUTPUT folder."""
     try:
         result = JobResult.load(output)
@@ -97,6 +99,13 @@ def show(output: str) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     click.echo(result.summary())
+    if timeline is not None:
+        try:
+            result.plot_timeline(timeline)
+        except (OutputError, ImportError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+        click.echo(f"timeline: {os.path.abspath(timeline)}")
     sys.exit(EXIT_COMPLETED if result.status == COMPLETED else EXIT_FAILED)
 
 

@@ -8,6 +8,7 @@
     ├── InputError                    exit 2: an input matches nothing or cannot be read
     ├── OutputError                   exit 2: the output folder cannot be used
     ├── ClusterError                  exit 2: the cluster cannot be reached or used
+    │   └── InitFailedError           exit 1: init() failed on every worker
     └── JobFailedError                exit 1: the job ran and failed
 
 A failing mini-batch is not an exception: it is a record. Only the job's failure
@@ -102,6 +103,12 @@ class ClusterError(DaskprsError):
     """The Dask cluster cannot be started, reached or used."""
 
     exit_code = EXIT_USAGE
+
+
+class InitFailedError(ClusterError):
+    """``init()`` failed on every worker, so no mini-batch can run (the job failed)."""
+
+    exit_code = EXIT_FAILED
 
 
 class JobFailedError(DaskprsError):

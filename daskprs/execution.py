@@ -19,7 +19,7 @@ from typing import Any
 
 from daskprs.cluster import connect
 from daskprs.datasets import TabularDataset
-from daskprs.errors import ClusterError
+from daskprs.errors import ClusterError, InitFailedError
 from daskprs.inputs.plan import MiniBatch, Plan
 from daskprs.reachability import check_reachable
 from daskprs.sink import RecordSink
@@ -94,7 +94,7 @@ class _Health:
         workers = [w for w in self.client.scheduler_info()["workers"] if w not in self.unhealthy]
         if not workers:
             first = next(iter(self.unhealthy.values()))
-            raise ClusterError(f"init() failed on every worker ({len(self.unhealthy)}), so no "
+            raise InitFailedError(f"init() failed on every worker ({len(self.unhealthy)}), so no "
                                f"worker can take mini-batches. The first error:\n{first}")
         return workers
 

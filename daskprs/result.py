@@ -114,6 +114,38 @@ class JobResult:
         raise OutputError("output_action 'summary_only' writes no output to read; the entry "
                           "script's own files are in the output folder")
 
+    def plot_timeline(self, path: str | None = None) -> Any:
+        """The job's attempts as a timeline: one row per worker, one bar per attempt.
+
+        Drawn from ``<output>/logs/sys/mini_batches.csv`` (the last run in it) with
+        :func:`daskprs.timeline.plot_timeline`; needs ``pip install 'daskprs[plot]'``.
+
+        Parameters
+        ----------
+        path
+            Also write the figure to this local file (``.png``, ``.svg``, ``.pdf``).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            Shown inline in Jupyter when it is the cell's value.
+
+        Raises
+        ------
+        OutputError
+            When the output folder holds no ``logs/sys/mini_batches.csv``.
+        """
+        from daskprs.timeline import plot_timeline
+
+        location = Location(self.output["url"], getattr(self, "_storage_options", {}))
+        try:
+            with location.fs.open(location.join("logs", "sys", "mini_batches.csv"), "rb") as f:
+                attempts = pd.read_csv(f, dtype=str, keep_default_na=False)
+        except FileNotFoundError as exc:
+            raise OutputError(f"{self.output.get('url')}: no logs/sys/mini_batches.csv to draw "
+                              f"a timeline from. Give the folder a job wrote.") from exc
+        return plot_timeline(attempts, path=path)
+
     def summary(self) -> str:
         """A short text summary: status, counts, time, first errors."""
         mb, items, tries = self.mini_batches, self.items, self.attempts

@@ -19,6 +19,7 @@ EXPORTED = [
     "Dataset",
     "EntryScript",
     "EntryScriptError",
+    "InitFailedError",
     "InputError",
     "JobFailedError",
     "JobResult",
@@ -207,7 +208,7 @@ def test_every_error_class_has_the_documented_exit_code() -> None:
     assert {name: getattr(daskprs, name).exit_code for name in EXPORTED
             if name.endswith("Error")} == {
         "ClusterError": 2, "ConfigError": 2, "DaskprsError": 3, "EntryScriptError": 2,
-        "InputError": 2, "JobFailedError": 1, "OutputError": 2}
+        "InitFailedError": 1, "InputError": 2, "JobFailedError": 1, "OutputError": 2}
 
 
 def test_importing_entry_script_helpers_does_not_import_dask() -> None:
