@@ -21,9 +21,11 @@ from daskprs.errors import ClusterError
 
 logger = logging.getLogger(__name__)
 
-# Dask's defaults hold root tasks back (worker-saturation 1.1); a mini-batch task is
-# cheap to send and its data small, so sending all lets workers start the next at once.
-_SCHEDULER_CONFIG = {"distributed.scheduler.worker-saturation": float("inf"),
+# Dask's default (worker-saturation 1.1) sends a worker its next mini-batch only when one
+# ends, which costs a round trip per task; sending all of them at once (inf) leaves the
+# ones queued behind a hung run() waiting while other workers idle. Two per thread keeps
+# the next mini-batch ready without queuing work behind a stuck one.
+_SCHEDULER_CONFIG = {"distributed.scheduler.worker-saturation": 2.0,
                      "dataframe.convert-string": False}
 
 

@@ -42,6 +42,7 @@ def run_on_cluster(spec: JobSpec, plan: Plan, inputs: list[Any], todo: list[Mini
         client = connection.client
         if client.dashboard_link:
             logger.info("Dask dashboard: %s", client.dashboard_link)
+            sink.progress.note(f"Dask dashboard: {client.dashboard_link}")
         if not connection.local:
             output = Location(spec.output_url, spec.output_storage_options)
             check_reachable(client, output, input_roots(inputs))

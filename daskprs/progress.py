@@ -12,6 +12,9 @@ class NullProgress:
     def update(self, record: dict[str, Any]) -> None:
         """Take a finished mini-batch's record."""
 
+    def note(self, text: str) -> None:
+        """Show a line of information (the dashboard link) above the bar."""
+
     def close(self) -> None:
         """End the display."""
 
@@ -34,6 +37,10 @@ class BarProgress(NullProgress):
         self.bar.set_postfix(failed_items=self.failed_items,
                              failed_mini_batches=self.failed_batches, refresh=False)
         self.bar.update(1)
+
+    def note(self, text: str) -> None:
+        """Print a line above the bar (in a notebook: above the widget)."""
+        self.bar.write(text, file=sys.stderr)
 
     def close(self) -> None:
         """Close the bar."""

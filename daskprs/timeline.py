@@ -106,7 +106,7 @@ def _draw(rows: pd.DataFrame) -> Figure:
                   edgecolor="white", linewidth=0.5, label=_status_label(status))
     _label_failures(axes, rows, row_of)
     axes.set_yticks(range(len(workers)), workers)
-    axes.set_ylim(len(workers) - 0.5, -0.5)  # the first worker on top
+    axes.set_ylim(max(len(workers), 1) - 0.5, -0.5)  # the first worker on top
     axes.set_xlim(0, (rows.attrs["span"] or 1.0) * 1.02)
     axes.set_xlabel(f"seconds since {rows.attrs['origin']:%Y-%m-%d %H:%M:%S} UTC")
     axes.grid(axis="x", alpha=0.3)
@@ -140,7 +140,8 @@ def _title(rows: pd.DataFrame, workers: int) -> str:
     head = (f"{attempts} attempt{'s' * (attempts != 1)} of "
             f"{rows['mini_batch_id'].nunique()} mini-batches on {workers} "
             f"worker{'s' * (workers != 1)}")
-    return f"{head}: {', '.join(parts) or 'none'}\nrun {rows.attrs['run_id']}"
+    run = rows.attrs["run_id"]
+    return f"{head}: {', '.join(parts) or 'none'}" + (f"\nrun {run}" if run else "")
 
 
 def _status_label(status: str) -> str:
