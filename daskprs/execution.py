@@ -150,7 +150,9 @@ class _Submitter:
         bag = db.from_sequence(batches, partition_size=per_task)
         records = bag.map_partitions(run_file_partition, self.spec.plugin_name,
                                      uuid.uuid4().hex)
-        return records.to_delayed(), groups
+        # unoptimized: one task per group, without the alias task that would hold each
+        # result on the worker until its next task ends
+        return records.to_delayed(optimize_graph=False), groups
 
     def _tabular_tasks(self, dataset: TabularDataset, batches: list[MiniBatch]) -> list[Any]:
         import dask.dataframe as dd

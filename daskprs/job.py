@@ -26,6 +26,7 @@ from daskprs.failures import FailureCounter
 from daskprs.fingerprint import job_fingerprint
 from daskprs.inputs.files import plan_files
 from daskprs.inputs.plan import Plan
+from daskprs.inputs.side import list_side_inputs
 from daskprs.inputs.tabular import plan_tabular
 from daskprs.outputs.assemble import OrderedAssembler, ParquetAssembler, make_assembler
 from daskprs.outputs.guard import OutputLock, check_output_is_ours
@@ -77,10 +78,17 @@ def prepare(step: ParallelRunStep) -> PreparedJob:
             plan = plan_tabular([d for d in inputs if isinstance(d, TabularDataset)],
                                 step.mini_batch_size)
             _warn_small_batches(step, plan)
+    side_inputs = [replace(d, storage_options=resolve_options(d.storage_options,
+                                                              f"side_inputs.{d.name}"))
+                   for d in step.side_inputs]
+    with input_errors(", ".join(p for d in side_inputs for p in d.paths)):
+        side_listing = list_side_inputs(side_inputs)
     arguments = [_argument_text(a) for a in step.arguments]
     storage = [d.storage_options for d in step.inputs] + [step.output_storage_options]
-    fingerprint = job_fingerprint(step.parallel_run_config, arguments, plan.listing,
-                                  output.url, storage)
+    formats = [getattr(d, "partition_format", None) for d in step.inputs]
+    fingerprint = job_fingerprint(step.parallel_run_config, arguments,
+                                  plan.listing + side_listing, output.url,
+                                  [*storage, {"partition_format": formats}])
     return PreparedJob(step, plan, output, fingerprint, arguments, inputs)
 
 
@@ -208,7 +216,10 @@ def _execute(prepared: PreparedJob, logs: LogFolder, run_id: str, client: Any,
 def _finish(assembler: OrderedAssembler, status: str, state: StateStore) -> None:
     """Publish the output of a completed job and remove its staging; else discard."""
     if status != COMPLETED:
-        assembler.discard()
+        try:
+            assembler.discard()
+        except Exception:  # never hide the error that failed the job
+            logger.exception("discarding the partial output failed")
         return
     assembler.commit()
     _clear_state(state)

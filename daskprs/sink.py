@@ -35,9 +35,11 @@ class RecordSink:
         self.progress = progress
         self.overview = overview
         self.done = 0
+        self.seen: set[str] = set()
 
     def add_earlier(self, record: dict[str, Any]) -> None:
         """Take a record committed by an earlier run of the same job."""
+        self.seen.add(record["id"])
         self.counter.add(record, earlier_run=True)
         self.assembler.add(record)
         self.progress.update(record)
@@ -45,7 +47,10 @@ class RecordSink:
 
     def add(self, record: dict[str, Any]) -> str | None:
         """Take a record from this run; return the failure reason when a threshold is
-        exceeded."""
+        exceeded. A second record of a mini-batch (a task Dask ran twice) is ignored."""
+        if record["id"] in self.seen:
+            return None
+        self.seen.add(record["id"])
         self.table.add(record)
         self.counter.add(record, earlier_run=bool(record.get("reused")))
         self.assembler.add(record)

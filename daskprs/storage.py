@@ -125,7 +125,8 @@ class AtomicWriter:
         else:
             if self.deferred:
                 self.handle.discard()
-            self.handle.closed = True  # so that close() (also from __del__) uploads nothing
+            if isinstance(self.handle, AbstractBufferedFile):
+                self.handle.closed = True  # so close() (also from __del__) uploads nothing
 
 
 def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:

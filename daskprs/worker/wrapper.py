@@ -75,7 +75,7 @@ def process_mini_batch(plugin: Any, mini_batch: MiniBatch, load: Loader) -> dict
     state = StateStore(Location(spec.output_url, spec.output_storage_options))
     existing = state.committed(mini_batch.id)
     if existing is not None:
-        return {**existing, "reused": True, "attempts": []}
+        return _already_committed(existing, spec.run_id)
     if not plugin.wait_ready():
         return {"id": mini_batch.id, "index": mini_batch.index, "status": "unhealthy",
                 "worker": plugin.address, "error": plugin.init_error}
@@ -83,7 +83,8 @@ def process_mini_batch(plugin: Any, mini_batch: MiniBatch, load: Loader) -> dict
     charged = 0
     first_claim = True
     while True:
-        marker = {"worker": plugin.agent, "pid": os.getpid(), "status": "started",
+        marker = {"worker": plugin.agent, "pid": plugin.runner_pid or os.getpid(),
+                  "status": "started",
                   "start_utc": _now()}
         number, earlier = state.claim_attempt(spec.run_id, mini_batch.id, marker,
                                               spec.run_max_try + MAX_WORKER_LOSSES)
@@ -160,13 +161,22 @@ def _publish(state: StateStore, spec: Any, mini_batch: MiniBatch, rows: list[dic
         write_atomic(state.fs, result_file, data)
     last = rows[-1]
     record = _record(mini_batch, rows, "succeeded", last["items"], last["succeeded"], "")
-    record.update(result_file=result_file, result_rows=result_length(result), columns=columns)
+    record.update(result_file=result_file, result_rows=result_length(result), columns=columns,
+                  run_id=spec.run_id)
     if state.commit(record):
         return record
     if result_file:
         state.fs.rm_file(result_file)
     winner = state.committed(mini_batch.id) or record
-    return {**winner, "reused": True, "attempts": rows}
+    return {**_already_committed(winner, spec.run_id), "attempts": rows}
+
+
+def _already_committed(record: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """A record found committed: by an earlier run (reused), or by this run when Dask
+    reran a finished task whose result never reached the client (its rows still count)."""
+    if record.get("run_id") == run_id:
+        return {**record, "reused": False}
+    return {**record, "reused": True, "attempts": []}
 
 
 def _failed(mini_batch: MiniBatch, rows: list[dict[str, Any]], error: str) -> dict[str, Any]:

@@ -75,7 +75,8 @@ def no_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sentinel]:
     import distributed
 
     import daskprs.cluster
-    import daskprs.job  # imports every module that holds a copy of connect
+    import daskprs.execution  # imported lazily by the job: patch its copy of connect too
+    import daskprs.job
 
     sentinel = Sentinel()
     original = daskprs.cluster.connect
