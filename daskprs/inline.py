@@ -27,7 +27,6 @@ from daskprs.entry_script import (
 )
 from daskprs.errors import EntryScriptError
 from daskprs.inputs.plan import MiniBatch, Plan
-from daskprs.inputs.tabular import READ_ERROR, read_mini_batch
 from daskprs.serialize import check_result
 from daskprs.sink import RecordSink
 from daskprs.storage import Location
@@ -35,7 +34,7 @@ from daskprs.worker.local_files import LocalFiles
 from daskprs.worker.runner import takes_context
 from daskprs.worker.runner_client import Outcome
 from daskprs.worker.spec import JobSpec
-from daskprs.worker.wrapper import process_mini_batch
+from daskprs.worker.wrapper import file_loader, process_mini_batch, tabular_loader
 
 logger = logging.getLogger("daskprs")
 AGENT = "inline"
@@ -87,7 +86,8 @@ def run_inline(spec: JobSpec, plan: Plan, todo: list[MiniBatch], sink: RecordSin
         runner = InlineRunner(spec, script, files)
         try:
             for mini_batch in todo:
-                record = process_mini_batch(runner, mini_batch, _loader(plan, mini_batch))
+                record = process_mini_batch(runner, mini_batch,
+                                            _loader(plan, mini_batch, files.root))
                 reason = sink.add(record)
                 if reason:
                     return reason
@@ -102,17 +102,10 @@ def run_inline(spec: JobSpec, plan: Plan, todo: list[MiniBatch], sink: RecordSin
     return ""
 
 
-def _loader(plan: Plan, mini_batch: MiniBatch) -> Any:
+def _loader(plan: Plan, mini_batch: MiniBatch, parent: str) -> Any:
     if plan.kind == "file":
-        return lambda: (list(mini_batch.paths), None)
-
-    def load() -> tuple[Any, str | None]:
-        frame = read_mini_batch(mini_batch)
-        error = frame.attrs.get(READ_ERROR)
-        frame.attrs = {}
-        return frame, error
-
-    return load
+        return file_loader(mini_batch, parent)
+    return tabular_loader(None, mini_batch)
 
 
 @contextlib.contextmanager

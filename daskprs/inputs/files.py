@@ -6,7 +6,7 @@ from daskprs.datasets import FileDataset
 from daskprs.errors import InputError
 from daskprs.inputs.listing import list_input
 from daskprs.inputs.partitions import PartitionKeys, plan_keyed_files
-from daskprs.inputs.plan import MiniBatch, Plan
+from daskprs.inputs.plan import FileSource, MiniBatch, Plan
 from daskprs.sizes import MiniBatchSize
 
 
@@ -30,11 +30,13 @@ def plan_files(datasets: list[FileDataset], size: MiniBatchSize) -> Plan:
                            f"input {dataset.name!r}")
         if not files:
             raise InputError(f"input {dataset.name!r} ({dataset.describe()}) has no files.")
-        urls = [f.url for f in files]
-        for ordinal, start in enumerate(range(0, len(urls), size.count)):
-            chunk = tuple(urls[start:start + size.count])
+        source = FileSource(dataset.storage_options, dataset.mode)
+        for ordinal, start in enumerate(range(0, len(files), size.count)):
+            chunk = files[start:start + size.count]
             batches.append(MiniBatch(index=len(batches), id=f"{dataset.name}-{ordinal}",
-                                     input_name=str(dataset.name), paths=chunk,
+                                     input_name=str(dataset.name), source=source,
+                                     paths=tuple(f.url for f in chunk),
+                                     relatives=tuple(f.relative for f in chunk),
                                      items=len(chunk), first_row=start))
         listing.extend((f.url, f.size, f.version) for f in files)
     return Plan(kind="file", mini_batches=batches, listing=listing)

@@ -90,12 +90,16 @@ def _list_one(path: str, storage_options: dict[str, Any],
         entries = [(fs_path, fs.info(fs_path))]
     else:
         return []
-    return [_listed(fs, p, info, root) for p, info in entries]
+    scheme = path.split("://", 1)[0] if "://" in path else None
+    return [_listed(fs, p, info, root, scheme) for p, info in entries]
 
 
 def _listed(fs: fsspec.AbstractFileSystem, path: str, info: dict[str, Any],
-            root: str) -> ListedFile:
-    url = path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+            root: str, scheme: str | None = None) -> ListedFile:
+    if isinstance(fs, LocalFileSystem):
+        url = path
+    else:  # keep the scheme the user wrote (az://, not adlfs's abfs://)
+        url = f"{scheme}://{path.lstrip('/')}" if scheme else fs.unstrip_protocol(path)
     version = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get(
         "LastModified") or info.get("last_modified") or ""
     relative = _relative(path, root) if root else posixpath.basename(path)

@@ -31,9 +31,9 @@ import pandas as pd
 from daskprs.datasets import FileDataset, TabularDataset
 from daskprs.errors import InputError
 from daskprs.inputs.formats import delimited_source, parquet_footer, read_columns
-from daskprs.inputs.listing import DELIMITED_SUFFIXES, PARQUET_SUFFIXES, list_input
+from daskprs.inputs.listing import DELIMITED_SUFFIXES, PARQUET_SUFFIXES, ListedFile, list_input
 from daskprs.inputs.partition_format import parse_partition_format
-from daskprs.inputs.plan import KeyedSource, MiniBatch, Plan, TabularSource
+from daskprs.inputs.plan import FileSource, KeyedSource, MiniBatch, Plan, TabularSource
 from daskprs.sizes import MiniBatchSize
 from daskprs.validation import Checker, did_you_mean
 
@@ -133,7 +133,7 @@ def plan_keyed_files(datasets: list[FileDataset], split: PartitionKeys) -> Plan:
                              f"as in '/{{region}}/{{day}}/'.") from exc
         files = list_input(dataset.paths, dataset.storage_options, None,
                            f"input {dataset.name!r}")
-        groups: dict[KeyValue, list[str]] = {}
+        groups: dict[KeyValue, list[ListedFile]] = {}
         unmatched = []
         for listed in files:
             try:
@@ -145,18 +145,21 @@ def plan_keyed_files(datasets: list[FileDataset], split: PartitionKeys) -> Plan:
             if fields is None:
                 unmatched.append(listed.relative)
                 continue
-            groups.setdefault(tuple(fields[k] for k in split.keys), []).append(listed.url)
+            groups.setdefault(tuple(fields[k] for k in split.keys), []).append(listed)
         if unmatched:
             raise InputError(
                 f"{where}: {len(unmatched)} of {len(files)} files do not match it (paths are "
                 f"relative to the input root), got {layout.text!r} for {unmatched[:3]!r}. "
                 f"Describe the path to its end (a trailing / takes every file below, as in "
                 f"'/{{region}}/{{day}}/'), or narrow the input's path to the files that match.")
+        source = FileSource(dataset.storage_options, dataset.mode)
         for ordinal, key in enumerate(sort_key_values(groups)):
-            paths = tuple(groups[key])
+            members = groups[key]
             batches.append(MiniBatch(index=len(batches), id=f"{dataset.name}-{ordinal}",
-                                     input_name=str(dataset.name), paths=paths,
-                                     items=len(paths),
+                                     input_name=str(dataset.name), source=source,
+                                     paths=tuple(f.url for f in members),
+                                     relatives=tuple(f.relative for f in members),
+                                     items=len(members),
                                      partition_key_value=dict(zip(split.keys, key,
                                                                   strict=True))))
         listing.extend((f.url, f.size, f.version) for f in files)

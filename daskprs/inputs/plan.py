@@ -7,6 +7,22 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class FileSource:
+    """How a worker gets the files of one file input.
+
+    Parameters
+    ----------
+    storage_options
+        fsspec options of the input.
+    mode
+        ``download`` (remote files copied to a local folder before ``run()``) or ``uri``.
+    """
+
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    mode: str = "download"
+
+
+@dataclass(frozen=True)
 class MiniBatch:
     """One planned mini-batch; what a worker needs to read it and what records name it.
 
@@ -31,6 +47,8 @@ class MiniBatch:
         Planned item count, when known before reading.
     paths
         File inputs: the files of the mini-batch.
+    relatives
+        File inputs: each file's path below its input root (downloads keep it).
     partition_key_value
         The partition key values this mini-batch holds, when partitioned by key.
     payload
@@ -50,6 +68,7 @@ class MiniBatch:
     first_row: int | None = None
     items: int | None = None
     paths: tuple[str, ...] = ()
+    relatives: tuple[str, ...] = ()
     partition_key_value: dict[str, Any] | None = None
     payload: Any = field(default=None, repr=False, compare=False)
     labels: tuple[str, str] | None = None

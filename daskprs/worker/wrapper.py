@@ -6,10 +6,11 @@ status record (a plain dict, JSON-encoded in the task's result) that the client 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,13 +22,14 @@ from daskprs.inputs.tabular import MINI_BATCH, READ_ERROR, read_mini_batch
 from daskprs.serialize import append_row_bytes, parquet_bytes, result_length, result_table
 from daskprs.state import StateStore
 from daskprs.storage import Location, write_atomic
+from daskprs.worker.downloads import downloaded
 from daskprs.worker.runner_client import Outcome
 
 STATUS_META = pd.DataFrame({"record": pd.Series([], dtype=object)})
 MAX_WORKER_LOSSES = 3
 _CHARGED = ("failed", "timed_out", "crashed")
 
-Loader = Callable[[], tuple[Any, str | None]]
+Loader = Callable[[], contextlib.AbstractContextManager[tuple[Any, str | None]]]
 
 
 def run_tabular_partition(frame: pd.DataFrame, plugin_name: str, submission: str = ""
@@ -37,21 +39,7 @@ def run_tabular_partition(frame: pd.DataFrame, plugin_name: str, submission: str
     ``submission`` only makes the task's key unique per submission.
     """
     mini_batch: MiniBatch = frame.attrs[MINI_BATCH]
-    first_error = frame.attrs.get(READ_ERROR)
-    frame = frame.copy(deep=False)
-    frame.attrs = {}
-    first = [True]
-
-    def load() -> tuple[Any, str | None]:
-        if first[0]:
-            first[0] = False
-            return frame, first_error
-        again = read_mini_batch(mini_batch)
-        error = again.attrs.get(READ_ERROR)
-        again.attrs = {}
-        return again, error
-
-    record = process_mini_batch(_plugin(plugin_name), mini_batch, load)
+    record = process_mini_batch(_plugin(plugin_name), mini_batch, tabular_loader(frame))
     return pd.DataFrame({"record": [json.dumps(record)]})
 
 
@@ -59,8 +47,52 @@ def run_file_partition(mini_batches: list[MiniBatch], plugin_name: str, submissi
                        ) -> list[str]:
     """``Bag.map_partitions`` target: run each mini-batch of a task; JSON records."""
     plugin = _plugin(plugin_name)
-    return [json.dumps(process_mini_batch(plugin, mb, lambda mb=mb: (list(mb.paths), None)))
+    return [json.dumps(process_mini_batch(plugin, mb, file_loader(mb, plugin.local_dir)))
             for mb in mini_batches]
+
+
+def tabular_loader(frame: pd.DataFrame | None, mini_batch: MiniBatch | None = None) -> Loader:
+    """Load a tabular mini-batch per attempt: ``frame`` (already read by the Dask task) the
+    first time, read again for later attempts."""
+    mini_batch = mini_batch if mini_batch is not None else frame.attrs[MINI_BATCH]
+    first = [frame]
+
+    @contextlib.contextmanager
+    def load() -> Iterator[tuple[Any, str | None]]:
+        data, first[0] = (first[0], None) if first[0] is not None else (
+            read_mini_batch(mini_batch), None)
+        error = data.attrs.get(READ_ERROR)
+        data = data.copy(deep=False)
+        data.attrs = {}
+        yield data, error
+
+    return load
+
+
+def file_loader(mini_batch: MiniBatch, parent: str) -> Loader:
+    """Load a file mini-batch per attempt: local paths (remote files downloaded into
+    ``parent`` and removed after the attempt), or URLs for ``as_uri()`` inputs."""
+    source = mini_batch.source
+
+    @contextlib.contextmanager
+    def load() -> Iterator[tuple[Any, str | None]]:
+        if source is None or source.mode == "uri":
+            yield list(mini_batch.paths), None
+            return
+        relatives = list(mini_batch.relatives) or [p.rsplit("/", 1)[-1]
+                                                   for p in mini_batch.paths]
+        with contextlib.ExitStack() as stack:
+            try:
+                paths = stack.enter_context(downloaded(
+                    list(mini_batch.paths), relatives, mini_batch.input_name,
+                    source.storage_options, parent))
+            except Exception as exc:  # a failed download is a failed attempt
+                paths, error = [], f"DownloadError: {type(exc).__name__}: {exc}"
+            else:
+                error = None
+            yield paths, error
+
+    return load
 
 
 def _plugin(name: str) -> Any:
@@ -98,9 +130,9 @@ def process_mini_batch(plugin: Any, mini_batch: MiniBatch, load: Loader) -> dict
                                f"while running {mini_batch.id}")
         if number == 0 or charged >= spec.run_max_try:
             return _failed(mini_batch, rows, rows[-1]["error"] if rows else "no attempts left")
-        data, read_error = load()
         plugin.files.begin_attempt()
-        row, result = _attempt(plugin, mini_batch, number, data, read_error)
+        with load() as (data, read_error):
+            row, result = _attempt(plugin, mini_batch, number, data, read_error)
         rows.append(row)
         if row["status"] == "succeeded":
             record = _publish(state, spec, mini_batch, rows, result, number)

@@ -134,3 +134,70 @@ def run(mini_batch):
     starts = [f * ROWS_PER_FILE + s for f in range(FILES) for s in (0, 400, 800)]
     assert written == sorted(f"from-{s}.txt" for s in starts)
     assert not fs.exists(storage.path("out", "parallel_run_step.txt"))
+
+
+FILE_SCRIPT = """
+import json, os
+def run(mini_batch):
+    out = []
+    for path in mini_batch:
+        with open(path) as handle:
+            text = handle.read()
+        parts = path.replace(os.sep, "/").split("/")
+        out.append(json.dumps({"tail": "/".join(parts[-3:]), "text": text,
+                               "exists": os.path.exists(path)}))
+    return out
+"""
+
+
+def _upload_files(storage) -> list[str]:
+    fs = storage.fs
+    names = [f"docs/{region}/file-{i:03d}.txt" for region in ("eu", "us") for i in range(15)]
+    for name in names:
+        fs.makedirs(storage.path("in", *name.split("/")[:-1]), exist_ok=True)
+        fs.pipe_file(storage.path("in", *name.split("/")), name.encode())
+    return names
+
+
+def test_file_inputs_reach_run_as_local_files_with_their_folders(storage, tmp_path,
+                                                                  write_script, client):
+    names = _upload_files(storage)
+    source = write_script(tmp_path, FILE_SCRIPT)
+    cfg = ParallelRunConfig(source_directory=str(source), entry_script="score.py",
+                            mini_batch_size=4)
+    files = Dataset.File.from_files(storage.url("in", "docs") + "/",
+                                    storage_options=storage.storage_options)
+    step = ParallelRunStep(name="scenario-files", parallel_run_config=cfg,
+                           inputs=[files.as_named_input("docs")], output=storage.url("out"),
+                           output_storage_options=storage.storage_options)
+    result = step.run(client=client, progress=False)
+
+    assert result.status == "Completed"
+    lines = storage.fs.cat_file(storage.path("out", "parallel_run_step.txt")).decode()
+    seen = [json.loads(line) for line in lines.splitlines()]
+    assert [s["text"] for s in seen] == names            # every file once, in path order
+    assert all(s["exists"] for s in seen)
+    assert [s["tail"] for s in seen] == names            # <input name>/<path below the root>
+    if storage.name != "local":                           # downloads are removed afterwards
+        leftovers = [p for p in tmp_path.parent.glob("**/attempt-*") if p.is_dir()]
+        assert leftovers == []
+
+
+def test_as_uri_passes_urls_instead_of_downloading(storage, tmp_path, write_script, client):
+    names = _upload_files(storage)
+    body = """
+def run(mini_batch):
+    return [path for path in mini_batch]
+"""
+    source = write_script(tmp_path, body)
+    cfg = ParallelRunConfig(source_directory=str(source), entry_script="score.py",
+                            mini_batch_size=10)
+    files = Dataset.File.from_files(storage.url("in", "docs") + "/",
+                                    storage_options=storage.storage_options).as_uri()
+    step = ParallelRunStep(name="scenario-uri", parallel_run_config=cfg, inputs=[files],
+                           output=storage.url("out"),
+                           output_storage_options=storage.storage_options)
+    step.run(client=client, progress=False)
+
+    lines = storage.fs.cat_file(storage.path("out", "parallel_run_step.txt")).decode()
+    assert lines.splitlines() == [storage.url("in", *n.split("/")) for n in names]
