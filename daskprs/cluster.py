@@ -25,7 +25,10 @@ logger = logging.getLogger(__name__)
 # ends, which costs a round trip per task; sending all of them at once (inf) leaves the
 # ones queued behind a hung run() waiting while other workers idle. Two per thread keeps
 # the next mini-batch ready without queuing work behind a stuck one.
+# The workers of an embedded cluster skip the statistical profiler (a sample every 10 ms
+# per worker is CPU taken from run() on a small machine); the dashboard keeps the rest.
 _SCHEDULER_CONFIG = {"distributed.scheduler.worker-saturation": 2.0,
+                     "distributed.worker.profile.enabled": False,
                      "dataframe.convert-string": False}
 
 
