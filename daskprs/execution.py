@@ -128,38 +128,43 @@ class _Submitter:
         """Submit ``batches`` (preferably to ``workers``; others may take them when those
         are gone, so that nothing waits for a lost worker); return each future with the
         mini-batches it runs."""
-        groups: list[list[MiniBatch]] = []
-        delayed: list[Any] = []
+        tasks: list[tuple[Any, list[MiniBatch]]] = []
         if self.plan.kind == "file":
-            delayed, groups = self._file_tasks(batches)
+            per_task = max(1, min(10, math.ceil(len(batches) / (8 * len(self.workers)))))
+            groups = [batches[i:i + per_task] for i in range(0, len(batches), per_task)]
+            tasks = in_run_order(groups, self._file_tasks)
         else:
             for name in dict.fromkeys(mb.input_name for mb in batches):
-                chosen = [mb for mb in batches if mb.input_name == name]
-                delayed.extend(self._tabular_tasks(self.frames[name], chosen))
-                groups.extend([mb] for mb in chosen)
-        futures = self.client.compute(delayed, workers=workers, allow_other_workers=True)
-        return dict(zip(futures, groups, strict=True))
+                chosen = [[mb] for mb in batches if mb.input_name == name]
+                dataset = self.frames[name]
+                if dataset.format == "dask":  # partitions are fixed: no reordering
+                    tasks.extend(zip(self._tabular_tasks(dataset, chosen), chosen, strict=True))
+                else:
+                    tasks.extend(in_run_order(
+                        chosen, lambda items, d=dataset: self._tabular_tasks(d, items)))
+        futures = self.client.compute([task for task, _ in tasks], workers=workers,
+                                      allow_other_workers=True)
+        return dict(zip(futures, [group for _, group in tasks], strict=True))
 
-    def _file_tasks(self, batches: list[MiniBatch]) -> tuple[list[Any], list[list[MiniBatch]]]:
+    def _file_tasks(self, groups: list[Any]) -> list[Any]:
         import dask.bag as db
 
         from daskprs.worker.wrapper import run_file_partition
 
-        per_task = max(1, min(10, math.ceil(len(batches) / (8 * max(len(self.workers), 1)))))
-        groups = [batches[i:i + per_task] for i in range(0, len(batches), per_task)]
-        bag = db.from_sequence(batches, partition_size=per_task)
+        bag = db.from_sequence(groups, npartitions=max(len(groups), 1))
         records = bag.map_partitions(run_file_partition, self.spec.plugin_name,
                                      uuid.uuid4().hex)
         # unoptimized: one task per group, without the alias task that would hold each
         # result on the worker until its next task ends
-        return records.to_delayed(optimize_graph=False), groups
+        return records.to_delayed(optimize_graph=False)
 
-    def _tabular_tasks(self, dataset: TabularDataset, batches: list[MiniBatch]) -> list[Any]:
+    def _tabular_tasks(self, dataset: TabularDataset, groups: list[Any]) -> list[Any]:
         import dask.dataframe as dd
 
         from daskprs.inputs.tabular import read_mini_batch, tag_partition
         from daskprs.worker.wrapper import STATUS_META, run_tabular_partition
 
+        batches = [group[0] if isinstance(group, list) else group for group in groups]
         submission = uuid.uuid4().hex  # new keys, so a resubmitted mini-batch runs again
         if dataset.format == "dask":
             frame = dataset.frame.partitions[[mb.start for mb in batches]]
@@ -171,6 +176,36 @@ class _Submitter:
         records = frame.map_partitions(run_tabular_partition, self.spec.plugin_name, submission,
                                        meta=STATUS_META, enforce_metadata=False)
         return records.to_delayed()
+
+
+def in_run_order(groups: list[Any], build: Any) -> list[tuple[Any, Any]]:
+    """Tasks for ``groups`` (one each), placed so that Dask runs them in the groups' order.
+
+    Dask orders a collection's independent tasks by their position's key, not by the
+    position (9, 8, ..., 2, 11, 10, 1, 0). The order depends only on the graph's shape,
+    so a stand-in built from integers tells which position runs when; group k then goes
+    to the position that runs k-th. The output is ordered either way: this is so that
+    results stream into the ordered assembly, and early failures are found early.
+    """
+    from dask.order import order
+
+    if len(groups) < 2:
+        return list(zip(build(groups), groups, strict=True))
+    probe = build(list(range(len(groups))))
+    graph: dict[Any, Any] = {}
+    for task in probe:
+        graph.update(task.__dask_graph__())
+    priorities = order(graph)
+    ranks = [_priority(priorities[task.key]) for task in probe]
+    positions = sorted(range(len(groups)), key=ranks.__getitem__)
+    placed: list[Any] = [None] * len(groups)
+    for group, position in zip(groups, positions, strict=True):
+        placed[position] = group
+    return list(zip(build(placed), placed, strict=True))
+
+
+def _priority(value: Any) -> Any:
+    return getattr(value, "priority", value)
 
 
 def _stream(client: Any, submitter: _Submitter, todo: list[MiniBatch], sink: RecordSink) -> str:

@@ -43,10 +43,12 @@ def run_tabular_partition(frame: pd.DataFrame, plugin_name: str, submission: str
     return pd.DataFrame({"record": [json.dumps(record)]})
 
 
-def run_file_partition(mini_batches: list[MiniBatch], plugin_name: str, submission: str = ""
-                       ) -> list[str]:
-    """``Bag.map_partitions`` target: run each mini-batch of a task; JSON records."""
+def run_file_partition(partition: list[list[MiniBatch]], plugin_name: str,
+                       submission: str = "") -> list[str]:
+    """``Bag.map_partitions`` target: run each mini-batch of a task (the partition holds
+    one group of mini-batches); JSON records."""
     plugin = _plugin(plugin_name)
+    mini_batches = [mb for group in partition for mb in group]
     return [json.dumps(process_mini_batch(plugin, mb, file_loader(mb, plugin.local_dir)))
             for mb in mini_batches]
 
