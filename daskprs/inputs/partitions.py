@@ -33,7 +33,7 @@ from daskprs.errors import InputError
 from daskprs.inputs.formats import delimited_source, parquet_footer, read_columns
 from daskprs.inputs.listing import DELIMITED_SUFFIXES, PARQUET_SUFFIXES, ListedFile, list_input
 from daskprs.inputs.partition_format import parse_partition_format
-from daskprs.inputs.plan import FileSource, KeyedSource, MiniBatch, Plan, TabularSource
+from daskprs.inputs.plan import FileSource, KeyedSource, MiniBatch, Plan, TabularSource, add_pieces
 from daskprs.sizes import MiniBatchSize
 from daskprs.validation import Checker, did_you_mean
 
@@ -184,12 +184,7 @@ def plan_keyed_tabular(datasets: list[TabularDataset], split: PartitionKeys) -> 
         else:
             pieces, input_meta, files = _keyed_files(dataset, split, position)
             listing.extend((f.url, f.size, f.version) for f in files)
-        if not pieces:
-            raise InputError(f"input {dataset.name!r} ({dataset.describe()}) has no rows. "
-                             f"Point it at data that has rows.")
-        for ordinal, piece in enumerate(pieces):
-            batches.append(MiniBatch(index=len(batches), id=f"{dataset.name}-{ordinal}",
-                                     input_name=str(dataset.name), **piece))
+        add_pieces(batches, dataset, pieces)
         meta = input_meta if meta is None else meta
     return Plan(kind="tabular", mini_batches=batches, meta=meta, listing=listing)
 

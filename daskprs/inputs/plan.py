@@ -165,3 +165,21 @@ class Plan:
         """Items over all mini-batches, when every count is known before reading."""
         counts = [mb.items for mb in self.mini_batches]
         return None if any(c is None for c in counts) else sum(counts)  # type: ignore[misc]
+
+
+def add_pieces(batches: list[MiniBatch], dataset: Any, pieces: list[dict[str, Any]]) -> None:
+    """Append an input's planned pieces as mini-batches ``<input name>-<ordinal>``.
+
+    Raises
+    ------
+    InputError
+        When the input has no rows.
+    """
+    from daskprs.errors import InputError
+
+    if not pieces:
+        raise InputError(f"input {dataset.name!r} ({dataset.describe()}) has no rows. "
+                         f"Point it at data that has rows.")
+    for ordinal, piece in enumerate(pieces):
+        batches.append(MiniBatch(index=len(batches), id=f"{dataset.name}-{ordinal}",
+                                 input_name=str(dataset.name), **piece))

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 
 from daskprs.datasets import TabularDataset
-from daskprs.errors import InputError
 from daskprs.inputs.formats import (
     MINI_BATCH,
     READ_ERROR,
@@ -29,7 +28,7 @@ from daskprs.inputs.formats import (
 )
 from daskprs.inputs.listing import DELIMITED_SUFFIXES, PARQUET_SUFFIXES, ListedFile, list_input
 from daskprs.inputs.partitions import PartitionKeys, plan_keyed_tabular
-from daskprs.inputs.plan import MiniBatch, Plan, TabularSource
+from daskprs.inputs.plan import MiniBatch, Plan, TabularSource, add_pieces
 from daskprs.sizes import MiniBatchSize
 
 __all__ = ["MINI_BATCH", "READ_ERROR", "TabularSource", "plan_tabular", "read_mini_batch",
@@ -57,12 +56,7 @@ def plan_tabular(datasets: list[TabularDataset], size: MiniBatchSize) -> Plan:
     for dataset in datasets:
         planner = _PLANNERS[dataset.format]
         pieces, input_meta, files = planner(dataset, size)
-        if not pieces:
-            raise InputError(f"input {dataset.name!r} ({dataset.describe()}) has no rows. "
-                             f"Point it at data that has rows.")
-        for ordinal, piece in enumerate(pieces):
-            batches.append(MiniBatch(index=len(batches), id=f"{dataset.name}-{ordinal}",
-                                     input_name=str(dataset.name), **piece))
+        add_pieces(batches, dataset, pieces)
         listing.extend((f.url, f.size, f.version) for f in files)
         meta = input_meta if meta is None else meta
     return Plan(kind="tabular", mini_batches=batches, meta=meta, listing=listing)
