@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import os
 import sys
+import tempfile
 import traceback
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -30,6 +31,7 @@ from daskprs.inputs.plan import MiniBatch, Plan
 from daskprs.serialize import check_result
 from daskprs.sink import RecordSink
 from daskprs.storage import Location
+from daskprs.worker.downloads import local_arguments
 from daskprs.worker.local_files import LocalFiles
 from daskprs.worker.runner import takes_context
 from daskprs.worker.runner_client import Outcome
@@ -114,6 +116,8 @@ def _script_context(spec: JobSpec, log_dir: str, output_dir: str) -> Iterator[An
     saved_cwd, saved_argv, saved_path = os.getcwd(), list(sys.argv), list(sys.path)
     saved_env = dict(os.environ)
     cwd = spec.source_directory or os.getcwd()
+    arguments = local_arguments(spec.arguments, spec.remote_side_inputs, os.path.join(
+        tempfile.gettempdir(), f"daskprs-{spec.run_id}-side-inputs"))
     os.environ.update({k: str(v) for k, v in spec.environment_variables.items()})
     os.environ.update({ENV_AGENT_NAME: AGENT, ENV_LOG_DIR: log_dir, ENV_OUTPUT_DIR: output_dir,
                        ENV_LOG_LEVEL: spec.logging_level, ENV_WORKING_DIR: cwd})
@@ -122,10 +126,10 @@ def _script_context(spec: JobSpec, log_dir: str, output_dir: str) -> Iterator[An
         if spec.source_directory:
             sys.path.insert(0, spec.source_directory)
         if spec.script_object is not None:
-            sys.argv = ["entry_script", *spec.arguments]
+            sys.argv = ["entry_script", *arguments]
             script = cloudpickle.loads(spec.script_object)
         else:
-            sys.argv = [str(spec.script_path), *spec.arguments]
+            sys.argv = [str(spec.script_path), *arguments]
             script = _import(str(spec.script_path))
         init = getattr(script, "init", None)
         if callable(init):

@@ -40,6 +40,7 @@ from daskprs.state import StateStore
 from daskprs.step import ParallelRunStep
 from daskprs.storage import Location, probe_bucket, read_bytes_or_none, write_atomic
 from daskprs.storage_errors import input_errors, translate_storage_errors
+from daskprs.worker.downloads import is_remote
 from daskprs.worker.spec import JobSpec
 
 logger = logging.getLogger("daskprs")
@@ -55,6 +56,7 @@ class PreparedJob:
     fingerprint: str
     arguments: list[str]
     inputs: list[Any]
+    remote_side_inputs: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
 def prepare(step: ParallelRunStep) -> PreparedJob:
@@ -89,7 +91,9 @@ def prepare(step: ParallelRunStep) -> PreparedJob:
     fingerprint = job_fingerprint(step.parallel_run_config, arguments,
                                   plan.listing + side_listing, output.url,
                                   [*storage, {"partition_format": formats}])
-    return PreparedJob(step, plan, output, fingerprint, arguments, inputs)
+    remote_sides = tuple((Location(d.paths[0]).url, d.storage_options) for d in side_inputs
+                         if len(d.paths) == 1 and is_remote(d.paths[0], d.storage_options))
+    return PreparedJob(step, plan, output, fingerprint, arguments, inputs, remote_sides)
 
 
 def _argument_text(argument: Any) -> str:
@@ -271,6 +275,7 @@ def _job_spec(prepared: PreparedJob, run_id: str) -> JobSpec:
                    append_row_separator=config.append_row_separator,
                    run_invocation_timeout=config.run_invocation_timeout,
                    run_max_try=config.run_max_try, logging_level=config.logging_level,
+                   remote_side_inputs=prepared.remote_side_inputs,
                    secrets=tuple(known_secrets()))
 
 

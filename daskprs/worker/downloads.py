@@ -40,3 +40,27 @@ def downloaded(urls: list[str], relatives: list[str], input_name: str,
         yield local
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def download_side_input(url: str, storage_options: dict[str, Any], parent: str) -> str:
+    """Copy a remote side input (a file or a folder) below ``parent``; return its local path
+    (the file, or the folder)."""
+    fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    local = os.path.join(parent, name)
+    os.makedirs(parent, exist_ok=True)
+    if fs.isdir(path):
+        fs.get(path.rstrip("/") + "/", local, recursive=True)
+    else:
+        fs.get(path, local)
+    return local
+
+
+def local_arguments(arguments: tuple[str, ...] | list[str],
+                    remote_side_inputs: tuple[tuple[str, dict[str, Any]], ...],
+                    folder: str) -> list[str]:
+    """``arguments`` with each remote side input's URL replaced by a local copy in
+    ``folder``."""
+    local = {url: download_side_input(url, options, folder)
+             for url, options in remote_side_inputs}
+    return [local.get(argument, argument) for argument in arguments]

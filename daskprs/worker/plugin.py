@@ -25,6 +25,7 @@ from daskprs.entry_script import (
 )
 from daskprs.secrets import RedactingFilter
 from daskprs.storage import Location
+from daskprs.worker.downloads import local_arguments
 from daskprs.worker.local_files import LocalFiles
 from daskprs.worker.runner_client import Outcome, RunnerProcess
 from daskprs.worker.spec import JobSpec, agent_name
@@ -154,9 +155,17 @@ class RunnerPlugin(WorkerPlugin):
         cwd = spec.source_directory or os.path.join(self.local_dir, "work")
         os.makedirs(cwd, exist_ok=True)
         return {"script_path": spec.script_path, "script_object": spec.script_object,
-                "source_directory": spec.source_directory, "arguments": list(spec.arguments),
+                "source_directory": spec.source_directory, "arguments": self._arguments(),
                 "cwd": cwd, "logging_level": spec.logging_level, "secrets": list(spec.secrets),
                 "error_log": os.path.join(self.log_dir, "user", "error", f"{self.agent}.txt")}
+
+    def _arguments(self) -> list[str]:
+        """``arguments`` with each remote side input's URL replaced by a local copy
+        (downloaded once per worker)."""
+        if not hasattr(self, "local_args"):
+            self.local_args = local_arguments(self.spec.arguments, self.spec.remote_side_inputs,
+                                              os.path.join(self.local_dir, "side_inputs"))
+        return self.local_args
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)

@@ -42,6 +42,9 @@ class JobSpec:
         Whether daskprs started the cluster (worker names become ``worker-<k>``).
     secrets
         Values the worker's logs must not contain.
+    remote_side_inputs
+        ``(url, storage_options)`` of side inputs on object storage: each worker downloads
+        them once and passes local paths in ``arguments`` instead of the URLs.
     """
 
     run_id: str
@@ -60,6 +63,7 @@ class JobSpec:
     logging_level: str = "INFO"
     owned_cluster: bool = True
     secrets: tuple[str, ...] = ()
+    remote_side_inputs: tuple[tuple[str, dict[str, Any]], ...] = ()
 
     @property
     def plugin_name(self) -> str:

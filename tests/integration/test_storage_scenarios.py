@@ -201,3 +201,38 @@ def run(mini_batch):
 
     lines = storage.fs.cat_file(storage.path("out", "parallel_run_step.txt")).decode()
     assert lines.splitlines() == [storage.url("in", *n.split("/")) for n in names]
+
+
+def test_a_side_input_reaches_run_as_a_local_file(storage, tmp_path, write_script, client):
+    _upload_table(storage, "in")
+    storage.fs.makedirs(storage.path("ref"), exist_ok=True)
+    storage.fs.pipe_file(storage.path("ref", "labels.txt"), b"alpha\nbeta\n")
+    body = """
+import argparse, os
+def init():
+    global labels, path
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--labels")
+    path = parser.parse_known_args()[0].labels
+    with open(path) as handle:
+        labels = handle.read().split()
+def run(mini_batch):
+    return [f"{i},{labels[i % 2]},{os.path.isabs(path)}" for i in mini_batch["id"]]
+"""
+    source = write_script(tmp_path, body)
+    cfg = ParallelRunConfig(source_directory=str(source), entry_script="score.py",
+                            mini_batch_size="1000 rows")
+    labels = Dataset.File.from_files(storage.url("ref", "labels.txt"),
+                                     storage_options=storage.storage_options)
+    table = Dataset.Tabular.from_parquet_files(storage.url("in") + "/",
+                                               storage_options=storage.storage_options)
+    step = ParallelRunStep(name="scenario-side", parallel_run_config=cfg, inputs=[table],
+                           side_inputs=[labels.as_named_input("labels")],
+                           arguments=["--labels", labels], output=storage.url("out"),
+                           output_storage_options=storage.storage_options)
+    result = step.run(client=client, progress=False)
+
+    assert result.status == "Completed"
+    lines = storage.fs.cat_file(storage.path("out", "parallel_run_step.txt")).decode()
+    assert lines.splitlines() == [f"{i},{['alpha', 'beta'][i % 2]},True"
+                                  for i in range(FILES * ROWS_PER_FILE)]
