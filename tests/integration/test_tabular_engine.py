@@ -421,3 +421,26 @@ def test_rerunning_the_same_step_reuses_the_completed_job_without_running_anythi
     assert pids.read_text() == inits_before, "init() ran again: something was executed"
     assert (out / "parallel_run_step.txt").read_bytes() == output_before
     assert np.array_equal(second.read_output()[0].to_numpy(), np.arange(6_000))
+
+
+def test_pandas_and_dask_dataframe_inputs_give_every_row_once_in_order(tmp_path, write_script,
+                                                                      client):
+    import dask.dataframe as dd
+
+    frame = pd.DataFrame({"id": range(5000), "x": [float(i) for i in range(5000)]})
+    source = write_script(tmp_path, """
+def run(mini_batch):
+    return mini_batch["id"].tolist()
+""")
+    for name, dataset, batches in (
+            ("pandas", Dataset.Tabular.from_pandas_dataframe(frame), 10),
+            ("dask", Dataset.Tabular.from_dask_dataframe(dd.from_pandas(frame, npartitions=7)),
+             7)):
+        cfg = ParallelRunConfig(source_directory=str(source), entry_script="score.py",
+                                mini_batch_size="500 rows")
+        step = ParallelRunStep(name=f"frame-{name}", parallel_run_config=cfg,
+                               inputs=[dataset], output=str(tmp_path / f"out-{name}"))
+        result = step.run(client=client, progress=False)
+
+        assert result.mini_batches["total"] == batches, name
+        assert result.read_output()[0].tolist() == list(range(5000)), name
