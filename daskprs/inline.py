@@ -28,7 +28,7 @@ from daskprs.entry_script import (
 )
 from daskprs.errors import EntryScriptError
 from daskprs.inputs.plan import MiniBatch, Plan
-from daskprs.serialize import check_result
+from daskprs.result_check import check_result
 from daskprs.sink import RecordSink
 from daskprs.storage import Location
 from daskprs.worker.downloads import local_arguments

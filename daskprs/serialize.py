@@ -1,4 +1,4 @@
-"""What ``run()`` may return, how many items it covers, and how it is written."""
+"""How many items a ``run()`` result covers, and how it is written."""
 
 from __future__ import annotations
 
@@ -8,16 +8,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-
-RESULT_TYPES = (list, tuple, np.ndarray, pd.Series, pd.DataFrame)
-
-
-def check_result(result: Any) -> str | None:
-    """Return an error message when ``result`` is not a type ``run()`` may return."""
-    if isinstance(result, RESULT_TYPES):
-        return None
-    return (f"TypeError: run() returned {type(result).__name__}; return a list, tuple, "
-            f"numpy array, pandas Series or DataFrame with one element per successful item")
 
 
 def result_length(result: Any) -> int:

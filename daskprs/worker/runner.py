@@ -21,8 +21,8 @@ from datetime import datetime, timezone
 from multiprocessing.connection import Connection
 from typing import Any
 
+from daskprs.result_check import check_result
 from daskprs.secrets import redact
-from daskprs.serialize import check_result
 
 
 def main(argv: list[str]) -> int:
