@@ -59,6 +59,9 @@ def translate_storage_errors(url: str, error: type[DaskprsError] = OutputError,
         yield
     except DaskprsError:
         raise
+    except ImportError as exc:  # fsspec names the package a protocol needs
+        extra = " (pip install 'daskprs[azure]')" if "adlfs" in str(exc) else ""
+        raise error(f"{role} {redact(url)}: {exc}{extra}.") from exc
     except Exception as exc:
         known = describe(exc)
         if known is None:
