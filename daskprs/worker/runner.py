@@ -85,6 +85,8 @@ def _load_script(settings: dict[str, Any]) -> Any:
 
 
 def takes_context(run: Any) -> bool:
+    """Whether ``run`` takes ``(mini_batch, mini_batch_context)``: two positional
+    parameters, or ``*args``."""
     try:
         parameters = inspect.signature(run).parameters.values()
     except (TypeError, ValueError):
