@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
@@ -37,11 +37,13 @@ from daskprs.result import CANCELED, COMPLETED, FAILED, JobResult
 from daskprs.secrets import RedactingFilter, known_secrets, remember_environment, resolve_options
 from daskprs.sink import RecordSink
 from daskprs.state import StateStore
-from daskprs.step import ParallelRunStep
 from daskprs.storage import Location, probe_bucket, read_bytes_or_none, write_atomic
 from daskprs.storage_errors import input_errors, translate_storage_errors
 from daskprs.worker.downloads import is_remote
 from daskprs.worker.spec import JobSpec
+
+if TYPE_CHECKING:  # step.run() calls into this module
+    from daskprs.step import ParallelRunStep
 
 logger = logging.getLogger("daskprs")
 
