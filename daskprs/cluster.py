@@ -10,6 +10,7 @@ import contextlib
 import importlib
 import logging
 import os
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -115,13 +116,30 @@ def _client_for_address(address: str) -> Iterator[Client]:
 def _local_cluster(processes: int) -> Iterator[Connection]:
     cores = os.cpu_count() or 1
     # ":0": a free port; None would still bind the default port 8787 and warn when taken
-    cluster = LocalCluster(n_workers=processes, threads_per_worker=1, processes=True,
-                           dashboard_address=":0", silence_logs=logging.ERROR)
+    with _sigint_ignored():
+        cluster = LocalCluster(n_workers=processes, threads_per_worker=1, processes=True,
+                               dashboard_address=":0", silence_logs=logging.ERROR)
     try:
         with Client(cluster) as client:
             yield Connection(client, True, max(1, cores // processes), local=True)
     finally:
         cluster.close()
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Start worker processes with Ctrl-C ignored (an ignored signal stays ignored across
+    exec): a terminal's Ctrl-C reaches the client alone, which cancels the job and closes
+    the cluster, instead of every worker printing its own KeyboardInterrupt."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals cannot be changed here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager
