@@ -179,9 +179,23 @@ def create_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> b
 def read_bytes_or_none(fs: fsspec.AbstractFileSystem, path: str) -> bytes | None:
     """Return the content of ``path``, or None when it does not exist."""
     try:
+        if isinstance(fs, LocalFileSystem):  # a plain open: fsspec's file object costs more
+            with open(path, "rb") as handle:
+                return handle.read()
         return fs.cat_file(path)
     except FileNotFoundError:
         return None
+
+
+def write_new(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write a file no reader looks at until something published later points to it (a
+    result, before its commit record): no temporary file needed."""
+    if isinstance(fs, LocalFileSystem):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as handle:
+            handle.write(data)
+    else:
+        fs.pipe_file(path, data)
 
 
 def probe_bucket(url: str, storage_options: dict[str, Any]) -> None:

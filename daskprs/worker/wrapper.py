@@ -21,7 +21,7 @@ from daskprs.inputs.plan import MiniBatch
 from daskprs.inputs.tabular import MINI_BATCH, READ_ERROR, read_mini_batch
 from daskprs.serialize import append_row_bytes, parquet_bytes, result_length, result_table
 from daskprs.state import StateStore
-from daskprs.storage import Location, write_atomic
+from daskprs.storage import Location, write_new
 from daskprs.worker.downloads import downloaded
 from daskprs.worker.runner_client import Outcome
 
@@ -137,8 +137,8 @@ def process_mini_batch(plugin: Any, mini_batch: MiniBatch, load: Loader) -> dict
             row, result = _attempt(plugin, mini_batch, number, data, read_error)
         rows.append(row)
         if row["status"] == "succeeded":
+            # the commit record is the outcome: the marker is only rewritten for failures
             record = _publish(state, spec, mini_batch, rows, result, number)
-            state.finish_attempt(spec.run_id, mini_batch.id, row)
             plugin.files.publish_attempt()
             plugin.files.sync_logs()
             return record
@@ -192,7 +192,7 @@ def _publish(state: StateStore, spec: Any, mini_batch: MiniBatch, rows: list[dic
             columns = [f"{f.name}: {f.type}" for f in table.schema]
             data, ext = parquet_bytes(table), "parquet"
         result_file = state.result_path(mini_batch.id, spec.run_id, number, ext)
-        write_atomic(state.fs, result_file, data)
+        write_new(state.fs, result_file, data)
     last = rows[-1]
     record = _record(mini_batch, rows, "succeeded", last["items"], last["succeeded"], "")
     record.update(result_file=result_file, result_rows=result_length(result), columns=columns,
