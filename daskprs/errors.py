@@ -128,11 +128,3 @@ class JobFailedError(DaskprsError):
         super().__init__(message)
         self.result = result
 
-
-def exit_code_for(exc: BaseException) -> int:
-    """Return the CLI exit code for an exception."""
-    if isinstance(exc, KeyboardInterrupt):
-        return EXIT_INTERRUPTED
-    if isinstance(exc, DaskprsError):
-        return exc.exit_code
-    return EXIT_INTERNAL

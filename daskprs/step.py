@@ -13,7 +13,13 @@ from daskprs.datasets import DatasetBase, FileDataset, TabularDataset
 from daskprs.errors import ConfigError, Problem
 from daskprs.inputs.partitions import check_partition_keys
 from daskprs.result import JobResult
-from daskprs.sizes import MiniBatchSize, parse_file_size, parse_tabular_size
+from daskprs.sizes import (
+    DEFAULT_FILES,
+    DEFAULT_TABULAR,
+    MiniBatchSize,
+    parse_file_size,
+    parse_tabular_size,
+)
 from daskprs.storage import normalize_url
 from daskprs.validation import Checker
 
@@ -233,8 +239,8 @@ def _size_for(checker: Checker, config: ParallelRunConfig, kind: str,
     value = config.mini_batch_size
     try:
         if kind == "file":
-            return parse_file_size(10 if value is None else value)
-        return parse_tabular_size("1MB" if value is None else value)
+            return parse_file_size(DEFAULT_FILES if value is None else value)
+        return parse_tabular_size(DEFAULT_TABULAR if value is None else value)
     except ValueError as exc:
         checker.add(f"{prefix}mini_batch_size", str(exc), value,
                     "Use a number of files such as 10" if kind == "file"

@@ -51,10 +51,6 @@ class Location:
         """Return the filesystem path of ``parts`` below this folder."""
         return "/".join([self.path.rstrip("/"), *parts])
 
-    def child(self, *parts: str) -> Location:
-        """Return the Location of a sub-folder."""
-        return Location("/".join([self.url.rstrip("/"), *parts]), self.storage_options)
-
 
 def normalize_url(url: str) -> str:
     """Make a local path absolute and strip trailing slashes from any URL."""

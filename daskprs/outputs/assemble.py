@@ -53,11 +53,6 @@ class OrderedAssembler:
         """Records whose results could not be assembled (and now count as failed)."""
         return []
 
-    @property
-    def complete(self) -> bool:
-        """Whether every mini-batch was taken."""
-        return self.position == len(self.order)
-
     def commit(self) -> None:
         """Publish the output."""
 
@@ -89,10 +84,6 @@ class AppendRowAssembler(OrderedAssembler):
     def discard(self) -> None:
         """Remove the partial file."""
         self.writer.discard()
-
-
-class SchemaConflict(Exception):
-    """A mini-batch's result schema cannot be unified with the earlier ones."""
 
 
 class ParquetAssembler(OrderedAssembler):

@@ -193,12 +193,3 @@ def _worker_logger(log_dir: str, agent: str, spec: JobSpec) -> logging.Logger:
         logger.addHandler(handler)
     return logger
 
-
-def plugin_status(plugin_name: str, dask_worker: Any = None) -> dict[str, Any]:
-    """Run on each worker by the client: whether ``init()`` succeeded there."""
-    plugin = dask_worker.plugins.get(plugin_name)
-    if plugin is None or not hasattr(plugin, "init_error"):
-        return {"registered": False, "healthy": False, "error": "plugin not set up"}
-    plugin.wait_ready()
-    return {"registered": True, "healthy": plugin.healthy, "error": plugin.init_error,
-            "agent": plugin.agent, "init_count": plugin.init_count, "pid": plugin.runner_pid}
