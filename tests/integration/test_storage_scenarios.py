@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pandas as pd
@@ -145,7 +146,7 @@ def run(mini_batch):
             text = handle.read()
         parts = path.replace(os.sep, "/").split("/")
         out.append(json.dumps({"tail": "/".join(parts[-3:]), "text": text,
-                               "exists": os.path.exists(path)}))
+                               "exists": os.path.exists(path), "path": path}))
     return out
 """
 
@@ -178,9 +179,11 @@ def test_file_inputs_reach_run_as_local_files_with_their_folders(storage, tmp_pa
     assert [s["text"] for s in seen] == names            # every file once, in path order
     assert all(s["exists"] for s in seen)
     assert [s["tail"] for s in seen] == names            # <input name>/<path below the root>
-    if storage.name != "local":                           # downloads are removed afterwards
-        leftovers = [p for p in tmp_path.parent.glob("**/attempt-*") if p.is_dir()]
-        assert leftovers == []
+    paths = [s["path"] for s in seen]
+    if storage.name == "local":                           # local files are used in place
+        assert paths == [storage.path("in", *n.split("/")) for n in names]
+    else:                                                 # downloads are removed afterwards
+        assert [p for p in paths if os.path.exists(p)] == []
 
 
 def test_as_uri_passes_urls_instead_of_downloading(storage, tmp_path, write_script, client):
