@@ -21,7 +21,7 @@ from daskprs.errors import (
     OutputError,
 )
 from daskprs.result import COMPLETED, JobResult
-from daskprs.secrets import RedactingFilter, redact
+from daskprs.storage.secrets import RedactingFilter, redact
 
 _set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                            help="Override a config value (dotted key; YAML scalar).")

@@ -34,11 +34,16 @@ from daskprs.outputs.reports import AttemptTable, LogFolder, write_job_result, w
 from daskprs.progress import make_progress
 from daskprs.requirements import check_requirements
 from daskprs.result import CANCELED, COMPLETED, FAILED, JobResult
-from daskprs.secrets import RedactingFilter, known_secrets, remember_environment, resolve_options
 from daskprs.sink import RecordSink
 from daskprs.state import StateStore
 from daskprs.storage import Location, probe_bucket, read_bytes_or_none, write_atomic
-from daskprs.storage_errors import input_errors, translate_storage_errors
+from daskprs.storage.errors import input_errors, translate_storage_errors
+from daskprs.storage.secrets import (
+    RedactingFilter,
+    known_secrets,
+    remember_environment,
+    resolve_options,
+)
 from daskprs.worker.downloads import is_remote
 from daskprs.worker.spec import JobSpec
 

@@ -10,8 +10,8 @@ import time
 from typing import Any
 
 from daskprs.result import JobResult
-from daskprs.secrets import redact
 from daskprs.storage import Location, write_atomic
+from daskprs.storage.secrets import redact
 
 ATTEMPT_COLUMNS = ("run_id", "mini_batch_id", "input", "first_item", "last_item", "attempt",
                    "worker", "pid", "start_utc", "seconds", "items", "succeeded", "failed",

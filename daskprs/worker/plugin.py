@@ -23,8 +23,8 @@ from daskprs.entry_script import (
     ENV_OUTPUT_DIR,
     ENV_WORKING_DIR,
 )
-from daskprs.secrets import RedactingFilter
 from daskprs.storage import Location
+from daskprs.storage.secrets import RedactingFilter
 from daskprs.worker.downloads import local_arguments
 from daskprs.worker.local_files import LocalFiles
 from daskprs.worker.runner_client import Outcome, RunnerProcess

@@ -22,7 +22,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from daskprs.result_check import check_result
-from daskprs.secrets import redact
+from daskprs.storage.secrets import redact
 
 
 def main(argv: list[str]) -> int:

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Iterator
 
 from daskprs.errors import DaskprsError, InputError, OutputError
-from daskprs.secrets import redact
+from daskprs.storage.secrets import redact
 
 # (what is matched in "Type: message" of any exception in the chain, what it means, fix)
 _TABLE: tuple[tuple[tuple[str, ...], str, str], ...] = (
