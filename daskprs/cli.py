@@ -81,7 +81,7 @@ def validate(config: str, overrides: tuple[str, ...]) -> None:
         sys.exit(exc.exit_code)
     plan = prepared.plan
     total = plan.total_items
-    click.echo(f"valid: {step.name}: {len(plan.listing) or len(step.inputs)} input files, "
+    click.echo(f"valid: {step.name}: {plan.file_count or len(step.inputs)} input files, "
                f"{len(plan.mini_batches)} mini-batches of {step.mini_batch_size}"
                + (f", {total} items" if total is not None else "")
                + f"; output {prepared.output.url}")

@@ -1,9 +1,11 @@
 """Run mini-batches on a Dask cluster and stream their records to a RecordSink.
 
-One Dask task per tabular mini-batch (``dd.from_map`` + ``map_partitions``); file
-mini-batches grouped a few per task (a Dask bag). A task that fails for a reason other
-than the mini-batch (a ``KilledWorker`` after worker deaths) is resubmitted under a new
-key: the commit protocol makes a rerun safe, and attempt markers keep the count.
+The client keeps a bounded window of tasks in flight (:mod:`daskprs.window`) and submits
+more as results arrive, in mini-batch order, so Dask runs them in order and the client's
+memory does not grow with the job. A task carries a few consecutive mini-batches and
+commits them once (:mod:`daskprs.commit`). A task that fails for a reason other than the
+mini-batch (a ``KilledWorker`` after worker deaths) is resubmitted under a new key; the
+attempts it lost are told from the events attempts send (:mod:`daskprs.lost_attempts`).
 """
 
 from __future__ import annotations
@@ -11,33 +13,38 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import time
-import uuid
-from dataclasses import replace
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 from daskprs.cluster import connect
+from daskprs.commit import StateStore, task_name
 from daskprs.datasets import TabularDataset
 from daskprs.errors import ClusterError, InitFailedError
 from daskprs.inputs.plan import MiniBatch, Plan
+from daskprs.lost_attempts import MAX_WORKER_LOSSES, AttemptLedger
 from daskprs.reachability import check_reachable
 from daskprs.sink import RecordSink
 from daskprs.storage import Location
+from daskprs.window import TaskSizer, next_group, window_size
 from daskprs.worker.plugin import RunnerPlugin
 from daskprs.worker.spec import JobSpec
+from daskprs.worker.wrapper import event_topic
 
 logger = logging.getLogger("daskprs")
 MAX_RESUBMITS = 3
 NO_WORKER_SECONDS = 120
 WATCH_SECONDS = 5.0
-POLL_SECONDS = 0.02
+POLL_SECONDS = 0.005
 
 
-def run_on_cluster(spec: JobSpec, plan: Plan, inputs: list[Any], todo: list[MiniBatch],
-                   target: Any, processes: int, node_count: int, sink: RecordSink,
-                   requirements: list[str]) -> str:
-    """Run ``todo``; return the failure reason, or an empty string."""
+def run_on_cluster(spec: JobSpec, plan: Plan, inputs: list[Any], todo: Iterator[MiniBatch],
+                   count: int, target: Any, processes: int, node_count: int,
+                   sink: RecordSink, requirements: list[str],
+                   stale_runs: tuple[str, ...] = ()) -> str:
+    """Run the ``count`` mini-batches of ``todo``; return the failure reason, or ''."""
     with connect(target, processes, node_count) as connection:
         client = connection.client
         if client.dashboard_link:
@@ -49,14 +56,34 @@ def run_on_cluster(spec: JobSpec, plan: Plan, inputs: list[Any], todo: list[Mini
         owned_spec = replace(spec, owned_cluster=connection.owned)
         if requirements and not connection.local:
             _install_requirements(client, requirements)
+        remove_stale_runs(client, stale_runs)
         plugin = RunnerPlugin(owned_spec, connection.threads_per_runner)
         client.register_plugin(plugin)
         try:
-            submitter = _Submitter(client, owned_spec, plan, inputs)
-            return _stream(client, submitter, todo, sink)
+            return _Dispatcher(client, owned_spec, plan, inputs, sink).run(todo, count)
         finally:
             with contextlib.suppress(Exception):
                 client.unregister_worker_plugin(owned_spec.plugin_name)
+
+
+def remove_stale_runs(client: Any, run_ids: tuple[str, ...]) -> None:
+    """Remove what a killed client left on the cluster: its plugin (and so its runners,
+    also on workers that join later) and its tasks."""
+    for run_id in run_ids:
+        name = f"daskprs-{run_id}"
+        with contextlib.suppress(Exception):
+            client.unregister_worker_plugin(name)
+        with contextlib.suppress(Exception):
+            keys = client.run_on_scheduler(_keys_with_prefix, name)
+            if keys:
+                from distributed import Future
+
+                client.cancel([Future(key, client) for key in keys], force=True)
+                logger.info("removed %d tasks of the stale run %s", len(keys), run_id)
+
+
+def _keys_with_prefix(prefix: str, dask_scheduler: Any = None) -> list[str]:
+    return [key for key in dask_scheduler.tasks if str(key).startswith(prefix)]
 
 
 def input_roots(inputs: list[Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -113,167 +140,179 @@ class _Health:
                                f"committed mini-batches are kept.")
 
 
-class _Submitter:
-    """Build and submit the tasks of a list of mini-batches; each call gets new keys."""
+@dataclass
+class _Task:
+    """A submitted task: its mini-batches, name and submission number."""
 
-    def __init__(self, client: Any, spec: JobSpec, plan: Plan, inputs: list[Any]) -> None:
+    batches: list[MiniBatch]
+    name: str
+    submission: int
+
+
+class _Dispatcher:
+    """Submit tasks in mini-batch order within a bounded window; take their records."""
+
+    def __init__(self, client: Any, spec: JobSpec, plan: Plan, inputs: list[Any],
+                 sink: RecordSink) -> None:
         self.client = client
         self.spec = spec
         self.plan = plan
+        self.sink = sink
         self.frames = {d.name: d for d in inputs if isinstance(d, TabularDataset)}
-        self.workers = list(client.scheduler_info()["workers"]) or [None]
+        self.state = StateStore(Location(spec.output_url, spec.output_storage_options))
+        self.health = _Health(client)
+        self.ledger = AttemptLedger(lambda mb_id: mb_id in sink.seen)
+        self.pending: dict[str, tuple[Any, _Task]] = {}
+        self.again: deque[tuple[list[MiniBatch], list[str] | None, int]] = deque()
+        self.resubmits: dict[str, int] = {}
+        self.held: list[MiniBatch] = []
+        self.workers = max(len(client.scheduler_info()["workers"]), 1)
 
-    def submit(self, batches: list[MiniBatch], workers: list[str] | None = None
-               ) -> dict[Any, list[MiniBatch]]:
-        """Submit ``batches`` (preferably to ``workers``; others may take them when those
-        are gone, so that nothing waits for a lost worker); return each future with the
-        mini-batches it runs."""
-        tasks: list[tuple[Any, list[MiniBatch]]] = []
-        if self.plan.kind == "file":
-            per_task = max(1, min(10, math.ceil(len(batches) / (8 * len(self.workers)))))
-            groups = [batches[i:i + per_task] for i in range(0, len(batches), per_task)]
-            tasks = in_run_order(groups, self._file_tasks)
+    def run(self, todo: Iterator[MiniBatch], count: int) -> str:
+        from distributed import as_completed
+
+        first = 1 if self.plan.kind == "tabular" else 4
+        self.sizer = TaskSizer(first, count)
+        self.todo = todo
+        topic = event_topic(self.spec.run_id)
+        self.client.subscribe_topic(topic, self.ledger.on_event)
+        self.stream = as_completed([], with_results=True, raise_errors=False)
+        idle_since = time.monotonic()
+        try:
+            self._fill()
+            while self.pending:
+                finished = self.stream.next_batch(block=False)
+                if not finished:
+                    if time.monotonic() - idle_since > WATCH_SECONDS:
+                        self.health.check_workers()
+                        self.workers = max(len(self.client.scheduler_info()["workers"]), 1)
+                        idle_since = time.monotonic()
+                    time.sleep(POLL_SECONDS)
+                    continue
+                idle_since = time.monotonic()
+                for future, value in finished:
+                    reason = self._finished(future, value)
+                    if reason:
+                        self._cancel()
+                        return reason
+                self._fill()
+        except BaseException:
+            self._cancel()
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                self.client.unsubscribe_topic(topic)
+        return ""
+
+    def _fill(self) -> None:
+        while len(self.pending) < window_size(self.workers):
+            if self.again:
+                batches, workers, submission = self.again.popleft()
+            else:
+                batches = next_group(self.todo, self.sizer.size(self.workers), self.held)
+                workers, submission = None, 0
+                if not batches:
+                    return
+                self.sizer.remaining -= len(batches)
+            self._submit(batches, workers, submission)
+
+    def _submit(self, batches: list[MiniBatch], workers: list[str] | None,
+                submission: int) -> None:
+        from daskprs.worker.wrapper import run_file_task, run_tabular_task
+
+        task = _Task(batches, task_name(batches, submission), submission)
+        key = f"{self.spec.plugin_name}-{task.name}"
+        options = {"workers": workers, "allow_other_workers": True} if workers else {}
+        dataset = self.frames.get(batches[0].input_name)
+        if dataset is not None and dataset.format == "dask":
+            future = self.client.compute(self._dask_partition(dataset, task), **options)
         else:
-            for name in dict.fromkeys(mb.input_name for mb in batches):
-                chosen = [[mb] for mb in batches if mb.input_name == name]
-                dataset = self.frames[name]
-                if dataset.format == "dask":  # partitions are fixed: no reordering
-                    tasks.extend(zip(self._tabular_tasks(dataset, chosen), chosen, strict=True))
-                else:
-                    tasks.extend(in_run_order(
-                        chosen, lambda items, d=dataset: self._tabular_tasks(d, items)))
-        futures = self.client.compute([task for task, _ in tasks], workers=workers,
-                                      allow_other_workers=True)
-        return dict(zip(futures, [group for _, group in tasks], strict=True))
+            function = run_file_task if self.plan.kind == "file" else run_tabular_task
+            future = self.client.submit(function, self.spec.plugin_name, task.name, batches,
+                                        key=key, pure=False, **options)
+        self.pending[future.key] = (future, task)
+        self.stream.add(future)
 
-    def _file_tasks(self, groups: list[Any]) -> list[Any]:
-        import dask.bag as db
-
-        from daskprs.worker.wrapper import run_file_partition
-
-        bag = db.from_sequence(groups, npartitions=max(len(groups), 1))
-        records = bag.map_partitions(run_file_partition, self.spec.plugin_name,
-                                     uuid.uuid4().hex)
-        # unoptimized: one task per group, without the alias task that would hold each
-        # result on the worker until its next task ends
-        return records.to_delayed(optimize_graph=False)
-
-    def _tabular_tasks(self, dataset: TabularDataset, groups: list[Any]) -> list[Any]:
-        import dask.dataframe as dd
-
-        from daskprs.inputs.tabular import read_mini_batch, tag_partition
+    def _dask_partition(self, dataset: TabularDataset, task: _Task) -> Any:
+        from daskprs.inputs.tabular import tag_partition
         from daskprs.worker.wrapper import STATUS_META, run_tabular_partition
 
-        batches = [group[0] if isinstance(group, list) else group for group in groups]
-        submission = uuid.uuid4().hex  # new keys, so a resubmitted mini-batch runs again
-        if dataset.format == "dask":
-            frame = dataset.frame.partitions[[mb.start for mb in batches]]
-            frame = frame.map_partitions(tag_partition, batches, submission, meta=frame._meta,
-                                         enforce_metadata=False)
+        frame = dataset.frame.partitions[[mb.start for mb in task.batches]]
+        frame = frame.map_partitions(tag_partition, task.batches, task.name, meta=frame._meta,
+                                     enforce_metadata=False)
+        records = frame.map_partitions(run_tabular_partition, self.spec.plugin_name,
+                                       task.name, meta=STATUS_META, enforce_metadata=False)
+        return records.to_delayed()[0]
+
+    def _finished(self, future: Any, value: Any) -> str | None:
+        entry = self.pending.pop(future.key, None)
+        if entry is None:
+            return None
+        task = entry[1]
+        status = future.status
+        future.release()
+        if status == "error":
+            records = self.state.read_commit(self.spec.run_id, task.name)
+            if records is None:
+                self._resubmit_after_error(task, value)
+                return None
+        elif status != "finished":
+            raise ClusterError(f"the tasks of this job were {status} by the cluster (was the "
+                               f"scheduler restarted or lost?). Run the job again: committed "
+                               f"mini-batches are kept.")
         else:
-            frame = dd.from_map(read_mini_batch, batches, args=[submission], meta=self.plan.meta,
-                                enforce_metadata=False, label="daskprs-read")
-        records = frame.map_partitions(run_tabular_partition, self.spec.plugin_name, submission,
-                                       meta=STATUS_META, enforce_metadata=False)
-        return records.to_delayed()
-
-
-def in_run_order(groups: list[Any], build: Any) -> list[tuple[Any, Any]]:
-    """Tasks for ``groups`` (one each), placed so that Dask runs them in the groups' order.
-
-    Dask orders a collection's independent tasks by their position's key, not by the
-    position (9, 8, ..., 2, 11, 10, 1, 0). The order depends only on the graph's shape,
-    so a stand-in built from integers tells which position runs when; group k then goes
-    to the position that runs k-th. The output is ordered either way: this is so that
-    results stream into the ordered assembly, and early failures are found early.
-    """
-    from dask.order import order
-
-    if len(groups) < 2:
-        return list(zip(build(groups), groups, strict=True))
-    probe = build(list(range(len(groups))))
-    graph: dict[Any, Any] = {}
-    for task in probe:
-        graph.update(task.__dask_graph__())
-    priorities = order(graph)
-    ranks = [_priority(priorities[task.key]) for task in probe]
-    positions = sorted(range(len(groups)), key=ranks.__getitem__)
-    placed: list[Any] = [None] * len(groups)
-    for group, position in zip(groups, positions, strict=True):
-        placed[position] = group
-    return list(zip(build(placed), placed, strict=True))
-
-
-def _priority(value: Any) -> Any:
-    return getattr(value, "priority", value)
-
-
-def _stream(client: Any, submitter: _Submitter, todo: list[MiniBatch], sink: RecordSink) -> str:
-    from distributed import as_completed
-
-    pending = submitter.submit(todo)
-    by_id = {mb.id: mb for mb in todo}
-    resubmits: dict[str, int] = {}
-    health = _Health(client)
-    stream = as_completed(list(pending))
-    idle_since = time.monotonic()
-    try:
-        while not stream.is_empty():
-            finished = stream.next_batch(block=False)
-            if not finished:
-                if time.monotonic() - idle_since > WATCH_SECONDS:
-                    health.check_workers()
-                    idle_since = time.monotonic()
-                time.sleep(POLL_SECONDS)
+            records = _records_of(value)
+        for record in records:
+            if record["status"] == "unhealthy":
+                workers = self.health.mark(record)
+                self.again.append(([mb for mb in task.batches if mb.id == record["id"]],
+                                   workers, task.submission + 1))
                 continue
-            idle_since = time.monotonic()
-            for future in finished:
-                batches = pending.pop(future)
-                if future.status == "error":
-                    again, workers = _retry_batches(future, batches, resubmits), None
-                    future.release()
-                    _add(stream, pending, submitter.submit(again, workers))
-                    continue
-                value = future.result()
-                future.release()
-                for record in _records_of(value):
-                    if record["status"] == "unhealthy":
-                        workers = health.mark(record)
-                        mb = by_id[record["id"]]
-                        _add(stream, pending, submitter.submit([mb], workers))
-                        continue
-                    reason = sink.add(record)
-                    if reason:
-                        client.cancel(list(pending))
-                        return reason
-    except BaseException:
-        client.cancel(list(pending))
-        raise
-    return ""
+            if record.get("elapsed") is not None:
+                self.sizer.observe(record["elapsed"])
+            reason = self.sink.add(self.ledger.merge(record))
+            if reason:
+                return reason
+        return None
+
+    def _resubmit_after_error(self, task: _Task, error: Any) -> None:
+        """Fail mini-batches lost with their worker too often; resubmit the others."""
+        again = []
+        for mb in task.batches:
+            lost = self.ledger.lost(mb.id)
+            if len(lost) >= MAX_WORKER_LOSSES:
+                self.sink.add(self.ledger.merge(_lost_record(mb, len(lost), self.spec.run_id)))
+                continue
+            self.resubmits[mb.id] = self.resubmits.get(mb.id, 0) + 1
+            if self.resubmits[mb.id] > MAX_RESUBMITS:
+                raise ClusterError(f"mini-batch {mb.id} could not be run: its task failed "
+                                   f"{MAX_RESUBMITS + 1} times ({type(error).__name__}: "
+                                   f"{error}). See logs/sys/client.txt.") from error
+            again.append(mb)
+        if again:
+            logger.warning("resubmitting %s after %s: %s", ", ".join(mb.id for mb in again),
+                           type(error).__name__, error)
+            self.again.append((again, None, task.submission + 1))
+
+    def _cancel(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.cancel([future for future, _ in self.pending.values()])
 
 
-def _add(stream: Any, pending: dict[Any, list[MiniBatch]],
-         submitted: dict[Any, list[MiniBatch]]) -> None:
-    for future, group in submitted.items():
-        pending[future] = group
-        stream.add(future)
-
-
-def _retry_batches(future: Any, batches: list[MiniBatch], resubmits: dict[str, int]
-                   ) -> list[MiniBatch]:
-    error = future.exception()
-    for mb in batches:
-        resubmits[mb.id] = resubmits.get(mb.id, 0) + 1
-        if resubmits[mb.id] > MAX_RESUBMITS:
-            raise ClusterError(f"mini-batch {mb.id} could not be run: its task failed "
-                               f"{MAX_RESUBMITS + 1} times ({type(error).__name__}: {error}). "
-                               f"See logs/sys/client.txt.") from error
-    logger.warning("resubmitting %s after %s: %s", ", ".join(mb.id for mb in batches),
-                   type(error).__name__, error)
-    return batches
+def _lost_record(mb: MiniBatch, losses: int, run_id: str) -> dict[str, Any]:
+    first, last = mb.item_labels(mb.items)
+    items = mb.items or 0
+    error = f"WorkerLost: {losses} workers were lost while running {mb.id}"
+    return {"id": mb.id, "index": mb.index, "input": mb.input_name, "first_item": first,
+            "last_item": last, "items": items, "succeeded": 0, "failed": items,
+            "status": "failed", "error": error, "reused": False, "result_rows": 0,
+            "columns": None, "attempts": [], "execution": None, "run_id": run_id}
 
 
 def _records_of(value: Any) -> list[dict[str, Any]]:
-    if hasattr(value, "columns"):
-        return [json.loads(text) for text in value["record"]]
-    return [json.loads(text) for text in value]
+    if hasattr(value, "columns"):  # a Dask DataFrame input's partition
+        return [record for text in value["record"] for record in json.loads(text)]
+    return list(value)
+
+
+__all__ = ["input_roots", "remove_stale_runs", "run_on_cluster"]

@@ -15,15 +15,16 @@ _CONFIG_KEYS = ("mini_batch_size", "partition_keys", "output_action", "append_ro
 
 
 def job_fingerprint(config: ParallelRunConfig, arguments: list[str],
-                    listing: list[tuple[str, int, str]], output_path: str,
+                    listings: list[str], output_path: str,
                     storage_options: list[dict[str, Any]]) -> str:
-    """A sha256 over the source folder, script, arguments, input listing and the config
-    parameters that change results (not thresholds, tries, timeouts or worker counts)."""
+    """A sha256 over the source folder, script, arguments, input listings (digests of
+    ``(url, size, version)`` per file) and the config parameters that change results
+    (not thresholds, tries, timeouts or worker counts)."""
     parts: dict[str, Any] = {
         "source": _source_listing(config.source_directory, output_path),
         "script": _script_source(config),
         "arguments": list(arguments),
-        "inputs": [list(entry) for entry in listing],
+        "inputs": list(listings),
         "config": {key: getattr(config, key) for key in _CONFIG_KEYS},
         "storage_options": storage_options,
     }

@@ -13,12 +13,13 @@ import os
 import sys
 import tempfile
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
 import cloudpickle
 
+from daskprs.commit import task_name
 from daskprs.entry_script import (
     ENV_AGENT_NAME,
     ENV_LOG_DIR,
@@ -36,7 +37,7 @@ from daskprs.worker.local_files import LocalFiles
 from daskprs.worker.runner import takes_context
 from daskprs.worker.runner_client import Outcome
 from daskprs.worker.spec import JobSpec
-from daskprs.worker.wrapper import file_loader, process_mini_batch, tabular_loader
+from daskprs.worker.wrapper import file_loader, run_task, tabular_loader
 
 logger = logging.getLogger("daskprs")
 AGENT = "inline"
@@ -77,7 +78,7 @@ class InlineRunner:
         return Outcome("error", error=problem) if problem else Outcome("ok", value=result)
 
 
-def run_inline(spec: JobSpec, plan: Plan, todo: list[MiniBatch], sink: RecordSink) -> str:
+def run_inline(spec: JobSpec, plan: Plan, todo: Iterable[MiniBatch], sink: RecordSink) -> str:
     """Run ``todo`` one after another in this process; return the failure reason or ''."""
     logger.info("compute_target inline: running in this process, without a runner: no "
                 "run_invocation_timeout and no crash isolation")
@@ -88,11 +89,12 @@ def run_inline(spec: JobSpec, plan: Plan, todo: list[MiniBatch], sink: RecordSin
         runner = InlineRunner(spec, script, files)
         try:
             for mini_batch in todo:
-                record = process_mini_batch(runner, mini_batch,
-                                            _loader(plan, mini_batch, files.root))
-                reason = sink.add(record)
-                if reason:
-                    return reason
+                records = run_task(runner, task_name([mini_batch], 0), [mini_batch],
+                                   lambda mb: _loader(plan, mb, files.root))
+                for record in records:
+                    reason = sink.add(record)
+                    if reason:
+                        return reason
         finally:
             shutdown = getattr(script, "shutdown", None)
             if callable(shutdown):

@@ -8,7 +8,6 @@ stream records into a :class:`~daskprs.sink.RecordSink` that counts failures liv
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -20,11 +19,13 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from daskprs.cluster import starts_local_cluster
+from daskprs.commit import StateStore
 from daskprs.datasets import FileDataset, TabularDataset
 from daskprs.errors import InputError
 from daskprs.failures import FailureCounter
 from daskprs.fingerprint import job_fingerprint
 from daskprs.inputs.files import plan_files
+from daskprs.inputs.listing import listing_digest
 from daskprs.inputs.plan import Plan
 from daskprs.inputs.side import list_side_inputs
 from daskprs.inputs.tabular import plan_tabular
@@ -35,8 +36,7 @@ from daskprs.progress import make_progress
 from daskprs.requirements import check_requirements
 from daskprs.result import CANCELED, COMPLETED, FAILED, JobResult
 from daskprs.sink import RecordSink
-from daskprs.state import StateStore
-from daskprs.storage import Location, probe_bucket, read_bytes_or_none, write_atomic
+from daskprs.storage import Location, probe_bucket
 from daskprs.storage.errors import input_errors, translate_storage_errors
 from daskprs.storage.secrets import (
     RedactingFilter,
@@ -96,7 +96,8 @@ def prepare(step: ParallelRunStep) -> PreparedJob:
     storage = [d.storage_options for d in step.inputs] + [step.output_storage_options]
     formats = [getattr(d, "partition_format", None) for d in step.inputs]
     fingerprint = job_fingerprint(step.parallel_run_config, arguments,
-                                  plan.listing + side_listing, output.url,
+                                  [plan.listing_digest(), listing_digest(side_listing)],
+                                  output.url,
                                   [*storage, {"partition_format": formats}])
     remote_sides = tuple((Location(d.paths[0]).url, d.storage_options) for d in side_inputs
                          if len(d.paths) == 1 and is_remote(d.paths[0], d.storage_options))
@@ -125,7 +126,7 @@ def run_step(step: ParallelRunStep, client: Any = None, progress: bool = True) -
     """Run a step end to end; see :meth:`ParallelRunStep.run`."""
     prepared = prepare(step)
     state = StateStore(prepared.output)
-    previous = _previous_job(state)
+    previous = state.read_job()
     same = previous is not None and previous.get("fingerprint") == prepared.fingerprint
     if step.allow_reuse and same and previous and previous.get("status") == COMPLETED:
         logger.info("reusing the completed job %s: same fingerprint", previous.get("run_id"))
@@ -137,32 +138,19 @@ def run_step(step: ParallelRunStep, client: Any = None, progress: bool = True) -
     with translate_storage_errors(prepared.output.url):
         lock.acquire()
     try:
-        resume = step.allow_reuse and same
-        if not resume:
-            _clear_state(state)
-        _write_state(state, prepared.fingerprint, "Running", run_id)
+        resume = bool(step.allow_reuse and same)
+        earlier = list(previous.get("runs") or [previous.get("run_id")]) if resume else []
+        stale = (previous.get("run_id"),) if previous and previous.get("status") == "Running" \
+            else ()
+        state.clear(keep_runs=earlier)
+        state.write_job(prepared.fingerprint, "Running", run_id, [*earlier, run_id])
         with _client_log(prepared.output) as logs:
-            result = _execute(prepared, logs, run_id, client, progress, resume, state)
+            result = _execute(prepared, logs, run_id, client, progress, earlier, state,
+                              tuple(r for r in stale if r))
     finally:
         lock.release()
     logger.info("%s: %s", step.name, result.status)
     return result
-
-
-def _previous_job(state: StateStore) -> dict[str, Any] | None:
-    data = read_bytes_or_none(state.fs, state.path("fingerprint.json"))
-    return json.loads(data) if data else None
-
-
-def _write_state(state: StateStore, fingerprint: str, status: str, run_id: str) -> None:
-    write_atomic(state.fs, state.path("fingerprint.json"), json.dumps(
-        {"fingerprint": fingerprint, "status": status, "run_id": run_id}).encode())
-
-
-def _clear_state(state: StateStore) -> None:
-    for folder in ("committed", "results", "attempts", "assembly"):
-        if state.fs.exists(state.path(folder)):
-            state.fs.rm(state.path(folder), recursive=True)
 
 
 @contextlib.contextmanager
@@ -186,27 +174,30 @@ def _client_log(output: Location) -> Iterator[LogFolder]:
 
 
 def _execute(prepared: PreparedJob, logs: LogFolder, run_id: str, client: Any,
-             show_progress: bool, resume: bool, state: StateStore) -> JobResult:
+             show_progress: bool, earlier: list[str], state: StateStore,
+             stale: tuple[str, ...]) -> JobResult:
     step, plan = prepared.step, prepared.plan
     config = step.parallel_run_config
+    total = len(plan.mini_batches)
     started, clock = datetime.now(timezone.utc), time.perf_counter()
-    counter = FailureCounter(len(plan.mini_batches), config.error_threshold,
-                             config.allowed_failed_count, config.allowed_failed_percent)
+    counter = FailureCounter(total, config.error_threshold, config.allowed_failed_count,
+                             config.allowed_failed_percent)
     assembler = make_assembler(config.output_action, prepared.output,
-                               [mb.index for mb in plan.mini_batches],
-                               config.append_row_file_name, len(plan.mini_batches))
+                               config.append_row_file_name, total)
     write_readme(logs, config.output_action, config.append_row_file_name)
     status, reason = CANCELED, "interrupted (Ctrl-C or SIGTERM)"
+    runs = [*earlier, run_id]
     with AttemptTable(logs, run_id) as table, \
             open(logs.path("job_progress_overview.txt"), "a", encoding="utf-8") as overview:
-        progress = make_progress(len(plan.mini_batches), show_progress)
+        progress = make_progress(total, show_progress)
         sink = RecordSink(counter, assembler, table, progress, overview)
         try:
-            committed = _committed_records(state, plan) if resume else {}
+            committed = _committed_records(state, plan, earlier)
             for record in committed.values():
                 sink.add_earlier(record)
-            todo = [mb for mb in plan.mini_batches if mb.id not in committed]
-            reason = _run(prepared, run_id, todo, client, sink) if todo else ""
+            todo = (mb for mb in plan.mini_batches if mb.index not in committed)
+            count = total - len(committed)
+            reason = _run(prepared, run_id, todo, count, client, sink, stale) if count else ""
             status = FAILED if reason else COMPLETED
             if status == COMPLETED and counter.items["succeeded"] == 0:
                 status, reason = FAILED, ("no item succeeded: run() must return one element "
@@ -220,7 +211,7 @@ def _execute(prepared: PreparedJob, logs: LogFolder, run_id: str, client: Any,
             result = _job_result(prepared, run_id, started, clock, status, reason, counter,
                                  assembler)
             write_job_result(logs, result)
-            _write_state(state, prepared.fingerprint, status, run_id)
+            state.write_job(prepared.fingerprint, status, run_id, runs)
     return result
 
 
@@ -233,11 +224,11 @@ def _finish(assembler: OrderedAssembler, status: str, state: StateStore) -> None
             logger.exception("discarding the partial output failed")
         return
     assembler.commit()
-    _clear_state(state)
+    state.clear()
 
 
-def _run(prepared: PreparedJob, run_id: str, todo: list[Any], client: Any,
-         sink: RecordSink) -> str:
+def _run(prepared: PreparedJob, run_id: str, todo: Iterator[Any], count: int, client: Any,
+         sink: RecordSink, stale: tuple[str, ...]) -> str:
     config = prepared.step.parallel_run_config
     target = client if client is not None else config.compute_target
     spec = _job_spec(prepared, run_id)
@@ -250,22 +241,21 @@ def _run(prepared: PreparedJob, run_id: str, todo: list[Any], client: Any,
         return run_inline(spec, prepared.plan, todo, sink)
     from daskprs.execution import run_on_cluster
 
-    return run_on_cluster(spec, prepared.plan, prepared.inputs, todo, target,
-                          config.processes, config.node_count, sink, requirements)
+    return run_on_cluster(spec, prepared.plan, prepared.inputs, todo, count, target,
+                          config.processes, config.node_count, sink, requirements, stale)
 
 
-def _committed_records(state: StateStore, plan: Plan) -> dict[str, dict[str, Any]]:
-    folder = state.path("committed")
-    if not state.fs.exists(folder):
+def _committed_records(state: StateStore, plan: Plan, runs: list[str]
+                       ) -> dict[int, dict[str, Any]]:
+    """Mini-batches committed by earlier runs of the same job (a resume), by index."""
+    if not runs:
         return {}
-    ids = {mb.id: mb for mb in plan.mini_batches}
     records = {}
-    for path in state.fs.ls(folder, detail=False):
-        name = path.rsplit("/", 1)[-1]
-        if name.endswith(".json") and name[:-5] in ids:
-            record = json.loads(state.fs.cat_file(path))
-            records[record["id"]] = {**record, "attempts": [], "index": ids[record["id"]].index}
-    return dict(sorted(records.items(), key=lambda item: item[1]["index"]))
+    total = len(plan.mini_batches)
+    for index, record in sorted(state.committed_records(runs).items()):
+        if index < total and plan.mini_batches[index].id == record["id"]:
+            records[index] = {**record, "attempts": [], "reused": True}
+    return records
 
 
 def _job_spec(prepared: PreparedJob, run_id: str) -> JobSpec:

@@ -11,8 +11,8 @@ from typing import Any
 
 import fsspec
 
+from daskprs.commit import StateStore
 from daskprs.errors import ClusterError
-from daskprs.state import StateStore
 from daskprs.storage import Location, write_atomic
 
 _FIX = ("Use object storage (s3://..., az://...) or a filesystem every worker mounts at the "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,23 +149,45 @@ class Plan:
     kind
         ``"tabular"`` or ``"file"``.
     mini_batches
-        In job order.
+        In job order: a list, or a sequence that builds descriptors on demand (file
+        inputs).
     meta
         Tabular: an empty DataFrame with the columns and dtypes every mini-batch has.
     listing
-        ``(url, size, version)`` of every input file, for the fingerprint.
+        ``(url, size, version)`` of every input file, for the fingerprint (tabular inputs).
+    digest
+        A digest of the listing, when the planner computed it while listing (file inputs).
+    files
+        Input files, when the listing itself is not kept.
     """
 
     kind: str
-    mini_batches: list[MiniBatch]
+    mini_batches: Sequence[MiniBatch]
     meta: Any = None
     listing: list[tuple[str, int, str]] = field(default_factory=list)
+    digest: str | None = None
+    files: int | None = None
 
     @property
     def total_items(self) -> int | None:
         """Items over all mini-batches, when every count is known before reading."""
+        if self.kind == "file" and self.files is not None:
+            return self.files
         counts = [mb.items for mb in self.mini_batches]
         return None if any(c is None for c in counts) else sum(counts)  # type: ignore[misc]
+
+    @property
+    def file_count(self) -> int:
+        """How many input files the plan covers."""
+        return self.files if self.files is not None else len(self.listing)
+
+    def listing_digest(self) -> str:
+        """sha256 of the input listing (for the job fingerprint)."""
+        if self.digest is not None:
+            return self.digest
+        from daskprs.inputs.listing import listing_digest
+
+        return listing_digest(self.listing)
 
 
 def add_pieces(batches: list[MiniBatch], dataset: Any, pieces: list[dict[str, Any]]) -> None:

@@ -1,12 +1,14 @@
 """Assemble the final output from committed results, in mini-batch order.
 
 The client feeds records as they arrive (any order); each assembler writes what is
-ready in order, so its memory does not grow with the output, and publishes the final
-file or dataset atomically on :meth:`commit`. Failed and canceled jobs discard.
+ready in order from the task bundles (one read per bundle), so its memory does not grow
+with the output, and publishes the final file or dataset atomically on :meth:`commit`.
+Failed and canceled jobs discard.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import uuid
@@ -16,11 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from daskprs.state import STATE_DIR
+from daskprs.commit import STATE_DIR, BundleReader
 from daskprs.storage import AtomicWriter, Location
 
 logger = logging.getLogger(__name__)
-_COPY_CHUNK = 8 * 1024 * 1024
 
 
 class OrderedAssembler:
@@ -30,22 +31,23 @@ class OrderedAssembler:
     ----------
     output
         The output folder.
-    order
-        Every mini-batch index of the job, in order.
+    total
+        Mini-batches in the job (their indices are 0 to ``total - 1``).
     """
 
-    def __init__(self, output: Location, order: list[int]) -> None:
+    def __init__(self, output: Location, total: int) -> None:
         self.output = output
-        self.order = order
+        self.total = total
         self.position = 0
         self.waiting: dict[int, dict[str, Any]] = {}
+        self.bundles = BundleReader(output.fs)
 
     def add(self, record: dict[str, Any]) -> None:
         """Take the final record of a mini-batch; write every record now in order."""
         self.waiting[record["index"]] = record
-        while self.position < len(self.order) and self.order[self.position] in self.waiting:
-            ready = self.waiting.pop(self.order[self.position])
-            if ready["status"] == "succeeded" and ready.get("result_file"):
+        while self.position < self.total and self.position in self.waiting:
+            ready = self.waiting.pop(self.position)
+            if ready["status"] == "succeeded" and ready.get("payload"):
                 self._write(ready)
             self.position += 1
 
@@ -66,16 +68,14 @@ class OrderedAssembler:
 class AppendRowAssembler(OrderedAssembler):
     """Concatenate result lines into one file, published by rename or a single upload."""
 
-    def __init__(self, output: Location, order: list[int], file_name: str) -> None:
-        super().__init__(output, order)
+    def __init__(self, output: Location, total: int, file_name: str) -> None:
+        super().__init__(output, total)
         self.fs = output.fs
         self.writer = AtomicWriter(self.fs, output.join(file_name),
                                    temp_dir=output.join(STATE_DIR, "assembly"))
 
     def _write(self, record: dict[str, Any]) -> None:
-        with self.fs.open(record["result_file"], "rb") as handle:
-            while chunk := handle.read(_COPY_CHUNK):
-                self.writer.write(chunk)
+        self.writer.write(self.bundles.payload(record))
 
     def commit(self) -> None:
         """Rename (local) or complete the upload (object storage)."""
@@ -89,17 +89,16 @@ class AppendRowAssembler(OrderedAssembler):
 class ParquetAssembler(OrderedAssembler):
     """Collect result parts; publish ``data/part-NNNNN.parquet`` with one unified schema."""
 
-    def __init__(self, output: Location, order: list[int], total: int) -> None:
-        super().__init__(output, order)
+    def __init__(self, output: Location, total: int) -> None:
+        super().__init__(output, total)
         self.fs = output.fs
         self.width = max(5, len(str(total)))
-        self.parts: list[tuple[int, str, pa.Schema]] = []
+        self.parts: list[tuple[int, dict[str, Any], pa.Schema]] = []
         self.schema: pa.Schema | None = None
         self.rejected: list[dict[str, Any]] = []
 
     def _write(self, record: dict[str, Any]) -> None:
-        with self.fs.open(record["result_file"], "rb") as handle:
-            schema = pq.read_schema(handle)
+        schema = pq.read_schema(io.BytesIO(self.bundles.payload(record)))
         if self.schema is None:
             self.schema = schema
         else:
@@ -112,7 +111,7 @@ class ParquetAssembler(OrderedAssembler):
                          f"{_one_line(self.schema)}; {record['id']}: {_one_line(schema)}")
                 self.rejected.append({**record, "error": error})
                 return
-        self.parts.append((record["index"], record["result_file"], schema))
+        self.parts.append((record["index"], record, schema))
 
     def take_rejected(self) -> list[dict[str, Any]]:
         """Records whose schema conflicted; each is returned once."""
@@ -126,10 +125,10 @@ class ParquetAssembler(OrderedAssembler):
         target = self.output.join(STATE_DIR, "assembly", f"data-{uuid.uuid4().hex[:8]}") \
             if local else data
         names = set()
-        for index, source, schema in self.parts:
+        for index, record, schema in self.parts:
             name = f"part-{index:0{self.width}d}.parquet"
             names.add(name)
-            self._place(source, f"{target}/{name}", schema)
+            self._place(record, f"{target}/{name}", schema)
         if local:
             _swap_folder(target, data)
         else:
@@ -137,18 +136,18 @@ class ParquetAssembler(OrderedAssembler):
                 if stale.rsplit("/", 1)[-1] not in names:
                     self.fs.rm_file(stale)
 
-    def _place(self, source: str, destination: str, schema: pa.Schema) -> None:
-        if self.schema is None or schema.equals(self.schema):
-            if isinstance(self.fs, LocalFileSystem):
-                os.makedirs(os.path.dirname(destination), exist_ok=True)
-                os.link(source, destination)
-            else:
-                self.fs.copy(source, destination)
-            return
-        with self.fs.open(source, "rb") as handle:
-            table = pq.read_table(handle).cast(self.schema)
-        with self.fs.open(destination, "wb") as handle:
-            pq.write_table(table, handle)
+    def _place(self, record: dict[str, Any], destination: str, schema: pa.Schema) -> None:
+        data = self.bundles.payload(record)
+        if self.schema is not None and not schema.equals(self.schema):
+            buffer = io.BytesIO()
+            pq.write_table(pq.read_table(io.BytesIO(data)).cast(self.schema), buffer)
+            data = buffer.getvalue()
+        if isinstance(self.fs, LocalFileSystem):
+            os.makedirs(os.path.dirname(destination), exist_ok=True)
+            with open(destination, "wb") as handle:
+                handle.write(data)
+        else:
+            self.fs.pipe_file(destination, data)
 
 
 def _one_line(schema: pa.Schema) -> str:
@@ -168,11 +167,11 @@ def _swap_folder(new: str, final: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def make_assembler(action: str, output: Location, order: list[int], file_name: str,
+def make_assembler(action: str, output: Location, file_name: str,
                    total: int) -> OrderedAssembler:
     """The assembler for an ``output_action``."""
     if action == "append_row":
-        return AppendRowAssembler(output, order, file_name)
+        return AppendRowAssembler(output, total, file_name)
     if action == "parquet":
-        return ParquetAssembler(output, order, total)
-    return OrderedAssembler(output, order)
+        return ParquetAssembler(output, total)
+    return OrderedAssembler(output, total)

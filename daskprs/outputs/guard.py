@@ -8,8 +8,8 @@ import socket
 import time
 from typing import Any
 
+from daskprs.commit import STATE_DIR
 from daskprs.errors import OutputError
-from daskprs.state import STATE_DIR
 from daskprs.storage import Location, create_exclusive, read_bytes_or_none
 
 _OURS = (STATE_DIR, "logs")

@@ -35,6 +35,7 @@ class LocalFiles:
         self.root = tempfile.mkdtemp(prefix=prefix) if self.remote else output.path
         self.log_dir = os.path.join(self.root, "logs")
         self.output_dir = os.path.join(self.root, "output") if self.remote else output.path
+        self.staged_dir = os.path.join(self.root, "staged")
         os.makedirs(self.output_dir, exist_ok=True)
         self.synced = time.monotonic()
 
@@ -44,12 +45,22 @@ class LocalFiles:
             shutil.rmtree(self.output_dir, ignore_errors=True)
             os.makedirs(self.output_dir, exist_ok=True)
 
-    def publish_attempt(self) -> None:
-        """Upload what a committed attempt wrote to ``output_dir``."""
+    def keep_attempt(self) -> None:
+        """Set aside what a succeeded attempt wrote to ``output_dir`` until its task
+        commits (remote output only)."""
         if self.remote and os.listdir(self.output_dir):
-            self.output.fs.put(self.output_dir.rstrip("/") + "/", self.output.path,
-                               recursive=True)
+            shutil.copytree(self.output_dir, self.staged_dir, dirs_exist_ok=True)
             self.begin_attempt()
+
+    def publish_task(self, committed: bool) -> None:
+        """Upload the files set aside by a task's succeeded attempts when the task's
+        commit won; drop them otherwise."""
+        if not self.remote or not os.path.isdir(self.staged_dir):
+            return
+        if committed and os.listdir(self.staged_dir):
+            self.output.fs.put(self.staged_dir.rstrip("/") + "/", self.output.path,
+                               recursive=True)
+        shutil.rmtree(self.staged_dir, ignore_errors=True)
 
     def sync_logs(self, force: bool = False) -> None:
         """Upload the logs (remote output only) when forced or 10 s after the last time."""

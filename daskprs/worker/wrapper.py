@@ -1,56 +1,63 @@
-"""The per-mini-batch wrapper: attempts, markers, staging and the commit.
+"""The task wrapper: run a few mini-batches' attempts on a worker, then commit them once.
 
-It runs inside a Dask task. It never raises for a failing mini-batch: it returns a
-status record (a plain dict, JSON-encoded in the task's result) that the client counts.
+It runs inside a Dask task. It never raises for a failing mini-batch: it returns status
+records (plain dicts) that the client counts. The commit is one bundle per task
+(:mod:`daskprs.commit`); each attempt announces itself with a scheduler event so that the
+client can tell attempts lost with their worker.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 import pandas as pd
 
+from daskprs.commit import StateStore
 from daskprs.entry_script import MiniBatchContext
 from daskprs.inputs.plan import MiniBatch
 from daskprs.inputs.tabular import MINI_BATCH, READ_ERROR, read_mini_batch
 from daskprs.serialize import append_row_bytes, parquet_bytes, result_length, result_table
-from daskprs.state import StateStore
-from daskprs.storage import Location, write_new
+from daskprs.storage import Location
 from daskprs.worker.downloads import downloaded
 from daskprs.worker.runner_client import Outcome
 
 STATUS_META = pd.DataFrame({"record": pd.Series([], dtype=object)})
-MAX_WORKER_LOSSES = 3
-_CHARGED = ("failed", "timed_out", "crashed")
 
 Loader = Callable[[], contextlib.AbstractContextManager[tuple[Any, str | None]]]
 
 
-def run_tabular_partition(frame: pd.DataFrame, plugin_name: str, submission: str = ""
-                          ) -> pd.DataFrame:
-    """``map_partitions`` target: run the mini-batch a partition holds; one-row status frame.
-
-    ``submission`` only makes the task's key unique per submission.
-    """
-    mini_batch: MiniBatch = frame.attrs[MINI_BATCH]
-    record = process_mini_batch(_plugin(plugin_name), mini_batch, tabular_loader(frame))
-    return pd.DataFrame({"record": [json.dumps(record)]})
+def event_topic(run_id: str) -> str:
+    """The scheduler event topic on which a run's attempts announce themselves."""
+    return f"daskprs-{run_id}"
 
 
-def run_file_partition(partition: list[list[MiniBatch]], plugin_name: str,
-                       submission: str = "") -> list[str]:
-    """``Bag.map_partitions`` target: run each mini-batch of a task (the partition holds
-    one group of mini-batches); JSON records."""
+def run_file_task(plugin_name: str, task: str, batches: list[MiniBatch]) -> list[dict[str, Any]]:
+    """``Client.submit`` target: run a task's file mini-batches, commit, return records."""
     plugin = _plugin(plugin_name)
-    mini_batches = [mb for group in partition for mb in group]
-    return [json.dumps(process_mini_batch(plugin, mb, file_loader(mb, plugin.local_dir)))
-            for mb in mini_batches]
+    return run_task(plugin, task, batches, lambda mb: file_loader(mb, plugin.local_dir))
+
+
+def run_tabular_task(plugin_name: str, task: str, batches: list[MiniBatch]
+                     ) -> list[dict[str, Any]]:
+    """``Client.submit`` target: read and run a task's tabular mini-batches (a
+    ``dd.from_map`` partition each, read here), commit, return records."""
+    plugin = _plugin(plugin_name)
+    return run_task(plugin, task, batches, lambda mb: tabular_loader(None, mb))
+
+
+def run_tabular_partition(frame: pd.DataFrame, plugin_name: str, task: str) -> pd.DataFrame:
+    """``map_partitions`` target for a Dask DataFrame input: run the mini-batch a partition
+    holds; a one-row frame with the JSON list of records."""
+    mini_batch: MiniBatch = frame.attrs[MINI_BATCH]
+    records = run_task(_plugin(plugin_name), task, [mini_batch],
+                       lambda _: tabular_loader(frame))
+    return pd.DataFrame({"record": [json.dumps(records)]})
 
 
 def tabular_loader(frame: pd.DataFrame | None, mini_batch: MiniBatch | None = None) -> Loader:
@@ -103,50 +110,92 @@ def _plugin(name: str) -> Any:
     return get_worker().plugins[name]
 
 
-def process_mini_batch(plugin: Any, mini_batch: MiniBatch, load: Loader) -> dict[str, Any]:
-    """Run a mini-batch's attempts until one returns or ``run_max_try`` are spent."""
+def run_task(plugin: Any, task: str, batches: Sequence[MiniBatch],
+             loader_for: Callable[[MiniBatch], Loader]) -> list[dict[str, Any]]:
+    """Run each mini-batch's attempts, then commit the task's bundle (first commit wins).
+
+    Mini-batches this worker cannot run (its ``init()`` failed) come back as
+    ``unhealthy`` records, uncommitted, for the client to send elsewhere.
+    """
     spec = plugin.spec
-    state = StateStore(Location(spec.output_url, spec.output_storage_options))
-    existing = state.committed(mini_batch.id)
-    if existing is not None:
-        return _already_committed(existing, spec.run_id)
-    if not plugin.wait_ready():
-        return {"id": mini_batch.id, "index": mini_batch.index, "status": "unhealthy",
-                "worker": plugin.address, "error": plugin.init_error}
+    execution = uuid.uuid4().hex[:12]
+    finished: list[dict[str, Any]] = []
+    payloads: list[bytes | None] = []
+    unhealthy: list[dict[str, Any]] = []
+    for mini_batch in batches:
+        if unhealthy or not plugin.wait_ready():
+            unhealthy.append(_unhealthy(mini_batch, plugin, plugin.init_error))
+            continue
+        record, payload = _run_mini_batch(plugin, mini_batch, loader_for(mini_batch), execution)
+        if record["status"] == "unhealthy":
+            unhealthy.append(record)
+            continue
+        finished.append(record)
+        payloads.append(payload)
+    committed: list[dict[str, Any]] = []
+    if finished:
+        state = StateStore(Location(spec.output_url, spec.output_storage_options))
+        committed = state.commit(spec.run_id, task, finished, payloads)
+        won = bool(committed) and committed[0].get("execution") == execution
+        plugin.files.publish_task(won)
+    plugin.files.sync_logs()
+    return committed + unhealthy
+
+
+def _run_mini_batch(plugin: Any, mini_batch: MiniBatch, load: Loader, execution: str
+                    ) -> tuple[dict[str, Any], bytes | None]:
+    """Attempts until one returns or ``run_max_try`` are spent: the record, and the
+    result's bytes for the output when it succeeded."""
+    spec = plugin.spec
+    clock = time.perf_counter()
     rows: list[dict[str, Any]] = []
-    charged = 0
-    first_claim = True
-    while True:
-        marker = {"worker": plugin.agent, "pid": plugin.runner_pid or os.getpid(),
-                  "status": "started",
-                  "start_utc": _now()}
-        number, earlier = state.claim_attempt(spec.run_id, mini_batch.id, marker,
-                                              spec.run_max_try + MAX_WORKER_LOSSES)
-        if first_claim:
-            first_claim = False
-            lost = [m for m in earlier if m.get("status") == "started"]
-            rows.extend(_lost_row(m, mini_batch) for m in lost)
-            charged = sum(1 for m in earlier if m.get("status") in _CHARGED)
-            if len(lost) >= MAX_WORKER_LOSSES:
-                return _failed(mini_batch, rows, f"WorkerLost: {len(lost)} workers were lost "
-                               f"while running {mini_batch.id}")
-        if number == 0 or charged >= spec.run_max_try:
-            return _failed(mini_batch, rows, rows[-1]["error"] if rows else "no attempts left")
+    for number in range(1, spec.run_max_try + 1):
+        _announce(plugin, mini_batch, number, execution)
         plugin.files.begin_attempt()
         with load() as (data, read_error):
             row, result = _attempt(plugin, mini_batch, number, data, read_error)
-        rows.append(row)
+        payload, columns = None, None
         if row["status"] == "succeeded":
-            # the commit record is the outcome: the marker is only rewritten for failures
-            record = _publish(state, spec, mini_batch, rows, result, number)
-            plugin.files.publish_attempt()
-            plugin.files.sync_logs()
-            return record
-        state.finish_attempt(spec.run_id, mini_batch.id, row)
-        plugin.files.sync_logs()
-        charged += 1
-        if charged >= spec.run_max_try:
-            return _failed(mini_batch, rows, row["error"])
+            try:
+                payload, columns = _serialize(spec, result)
+            except Exception as exc:  # a result that cannot be written fails its attempt
+                row.update(status="failed", succeeded=0, failed=row["items"],
+                           error=f"ResultError: {type(exc).__name__}: {exc}")
+        rows.append(row)
+        if row["status"] == "unhealthy":
+            return _unhealthy(mini_batch, plugin, row["error"]), None
+        if row["status"] == "succeeded":
+            plugin.files.keep_attempt()
+            record = _record(mini_batch, rows, "succeeded", row["items"], row["succeeded"], "",
+                             execution, clock, spec.run_id)
+            record.update(result_rows=result_length(result), columns=columns)
+            return record, payload
+    last = rows[-1]
+    return _record(mini_batch, rows, "failed", last["items"], 0, last["error"], execution,
+                   clock, spec.run_id), None
+
+
+def _serialize(spec: Any, result: Any) -> tuple[bytes | None, list[str] | None]:
+    if spec.output_action == "summary_only" or result_length(result) == 0:
+        return None, None
+    if spec.output_action == "append_row":
+        return append_row_bytes(result, spec.append_row_separator), None
+    table = result_table(result)
+    return parquet_bytes(table), [f"{f.name}: {f.type}" for f in table.schema]
+
+
+def _announce(plugin: Any, mini_batch: MiniBatch, number: int, execution: str) -> None:
+    """Tell the scheduler an attempt starts, so that the client can name it if the worker
+    is lost; outside a Dask worker (inline) there is nobody to tell."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except ValueError:
+        return
+    worker.log_event(event_topic(plugin.spec.run_id), {
+        "id": mini_batch.id, "attempt": number, "worker": plugin.agent,
+        "pid": plugin.runner_pid or "", "start_utc": _now(), "execution": execution})
 
 
 def _attempt(plugin: Any, mini_batch: MiniBatch, number: int, data: Any,
@@ -162,17 +211,17 @@ def _attempt(plugin: Any, mini_batch: MiniBatch, number: int, data: Any,
         context = MiniBatchContext(mini_batch.id, number, mini_batch.input_name,
                                    mini_batch.partition_key_value)
         outcome = plugin.run_attempt(data, context)
+    if outcome.status == "ok" and result_length(outcome.value) > items:
+        outcome = Outcome("error", pid=outcome.pid, seconds=outcome.seconds, error=(
+            f"ResultLengthError: run() returned {result_length(outcome.value)} elements for "
+            f"{items} items; return at most one element per item (one per successful item)"))
     seconds = outcome.seconds or time.perf_counter() - clock
     row = {"attempt": number, "worker": plugin.agent, "pid": outcome.pid or pid or "",
            "start_utc": started, "seconds": round(seconds, 4),
            "items": items, "succeeded": 0, "failed": items, "error": outcome.error}
     if outcome.status == "ok":
-        succeeded = min(result_length(outcome.value), items)
+        succeeded = result_length(outcome.value)
         row.update(status="succeeded", succeeded=succeeded, failed=items - succeeded)
-        if result_length(outcome.value) > items:
-            plugin.logger.warning("%s: run() returned %d elements for %d items; all are "
-                                  "written, %d counted", mini_batch.id,
-                                  result_length(outcome.value), items, items)
         return row, outcome.value
     row["status"] = "failed" if outcome.status == "error" else outcome.status
     plugin.logger.warning("%s attempt %d %s: %s", mini_batch.id, number, row["status"],
@@ -180,60 +229,25 @@ def _attempt(plugin: Any, mini_batch: MiniBatch, number: int, data: Any,
     return row, None
 
 
-def _publish(state: StateStore, spec: Any, mini_batch: MiniBatch, rows: list[dict[str, Any]],
-             result: Any, number: int) -> dict[str, Any]:
-    """Write the result, then the record (the commit point); the first commit wins."""
-    result_file, columns = None, None
-    if spec.output_action != "summary_only" and result_length(result) > 0:
-        if spec.output_action == "append_row":
-            data, ext = append_row_bytes(result, spec.append_row_separator), "txt"
-        else:
-            table = result_table(result)
-            columns = [f"{f.name}: {f.type}" for f in table.schema]
-            data, ext = parquet_bytes(table), "parquet"
-        result_file = state.result_path(mini_batch.id, spec.run_id, number, ext)
-        write_new(state.fs, result_file, data)
-    last = rows[-1]
-    record = _record(mini_batch, rows, "succeeded", last["items"], last["succeeded"], "")
-    record.update(result_file=result_file, result_rows=result_length(result), columns=columns,
-                  run_id=spec.run_id)
-    if state.commit(record):
-        return record
-    if result_file:
-        state.fs.rm_file(result_file)
-    winner = state.committed(mini_batch.id) or record
-    return {**_already_committed(winner, spec.run_id), "attempts": rows}
-
-
-def _already_committed(record: dict[str, Any], run_id: str) -> dict[str, Any]:
-    """A record found committed: by an earlier run (reused), or by this run when Dask
-    reran a finished task whose result never reached the client (its rows still count)."""
-    if record.get("run_id") == run_id:
-        return {**record, "reused": False}
-    return {**record, "reused": True, "attempts": []}
-
-
-def _failed(mini_batch: MiniBatch, rows: list[dict[str, Any]], error: str) -> dict[str, Any]:
-    items = rows[-1]["items"] if rows else (mini_batch.items or 0)
-    return _record(mini_batch, rows, "failed", items, 0, error)
+def _unhealthy(mini_batch: MiniBatch, plugin: Any, error: str | None) -> dict[str, Any]:
+    return {"id": mini_batch.id, "index": mini_batch.index, "status": "unhealthy",
+            "worker": plugin.address, "error": error or "init() failed"}
 
 
 def _record(mini_batch: MiniBatch, rows: list[dict[str, Any]], status: str, items: int,
-            succeeded: int, error: str) -> dict[str, Any]:
+            succeeded: int, error: str, execution: str, clock: float, run_id: str
+            ) -> dict[str, Any]:
     first, last = mini_batch.item_labels(items)
     return {"id": mini_batch.id, "index": mini_batch.index, "input": mini_batch.input_name,
             "first_item": first, "last_item": last, "items": items, "succeeded": succeeded,
             "failed": items - succeeded, "status": status, "error": error, "reused": False,
-            "result_file": None, "result_rows": 0, "columns": None, "attempts": rows}
-
-
-def _lost_row(marker: dict[str, Any], mini_batch: MiniBatch) -> dict[str, Any]:
-    return {"attempt": marker.get("attempt"), "worker": marker.get("worker", ""),
-            "pid": marker.get("pid", ""), "start_utc": marker.get("start_utc", ""),
-            "seconds": "", "items": mini_batch.items or 0, "succeeded": 0,
-            "failed": 0, "status": "worker_lost",
-            "error": "WorkerLost: the worker running this attempt was lost"}
+            "result_rows": 0, "columns": None, "attempts": rows, "execution": execution,
+            "elapsed": round(time.perf_counter() - clock, 4), "run_id": run_id}
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+__all__ = ["STATUS_META", "event_topic", "file_loader", "run_file_task", "run_tabular_partition",
+           "run_tabular_task", "run_task", "tabular_loader"]

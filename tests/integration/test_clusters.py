@@ -37,6 +37,8 @@ import pytest
 import yaml
 
 from daskprs import ClusterError, Dataset, ParallelRunConfig, ParallelRunStep
+from daskprs.commit import StateStore
+from daskprs.storage import Location
 
 ATTEMPT_HEADER = ("run_id,mini_batch_id,input,first_item,last_item,attempt,worker,pid,"
                   "start_utc,seconds,items,succeeded,failed,status,error")
@@ -256,8 +258,7 @@ class Job:
                 for path in folder.glob("*.txt")}
 
     def committed(self) -> int:
-        folder = self.output / "_daskprs" / "committed"
-        return len(list(folder.glob("*.json"))) if folder.is_dir() else 0
+        return len(StateStore(Location(str(self.output))).committed_ids())
 
     def held(self, pid: int) -> str | None:
         path = self.signals / "held" / str(pid)
@@ -695,7 +696,7 @@ def test_an_output_the_workers_cannot_see_is_refused_before_any_mini_batch_runs(
     try:
         with pytest.raises(ClusterError) as caught:
             step.run(client=cluster.address, progress=False)
-        committed = memory.glob(f"{url}/_daskprs/committed/*")
+        committed = memory.glob(f"{url}/_daskprs/commits/*/*")
     finally:
         with contextlib.suppress(FileNotFoundError):
             memory.rm(f"daskprs-clusters/{tmp_path.name}", recursive=True)
@@ -739,7 +740,7 @@ def test_an_input_the_workers_cannot_see_is_refused_before_any_mini_batch_runs(
     assert str(caught.value) == (f"worker {first_worker} cannot reach the input {root}/table "
                                  f"(it does not exist there). {FIX}.")
     assert not signals.exists()  # no init(), no run()
-    assert not (out / "_daskprs" / "committed").exists()
+    assert not (out / "_daskprs" / "commits").exists()
     assert not (out / "parallel_run_step.txt").exists()
 
 

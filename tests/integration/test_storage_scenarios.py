@@ -70,8 +70,8 @@ def test_staging_objects_are_removed_after_a_successful_commit(storage, tmp_path
 
     fs = storage.fs
     leftovers = [p for p in fs.find(storage.path("out", "_daskprs"))
-                 if "/results/" in p or "/attempts/" in p or "/committed/" in p
-                 or "/assembly/" in p]
+                 if "/commits/" in p or "/results/" in p or "/attempts/" in p
+                 or "/committed/" in p or "/assembly/" in p]
     assert leftovers == []
 
 
