@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
+from daskprs import commit as commit_protocol
 from daskprs.cluster import starts_local_cluster
 from daskprs.commit import StateStore
 from daskprs.datasets import FileDataset, TabularDataset
@@ -143,6 +144,7 @@ def run_step(step: ParallelRunStep, client: Any = None, progress: bool = True) -
         stale = (previous.get("run_id"),) if previous and previous.get("status") == "Running" \
             else ()
         state.clear(keep_runs=earlier)
+        state.write_readme(commit_protocol.__doc__ or "")
         state.write_job(prepared.fingerprint, "Running", run_id, [*earlier, run_id])
         with _client_log(prepared.output) as logs:
             result = _execute(prepared, logs, run_id, client, progress, earlier, state,
@@ -199,9 +201,9 @@ def _execute(prepared: PreparedJob, logs: LogFolder, run_id: str, client: Any,
             count = total - len(committed)
             reason = _run(prepared, run_id, todo, count, client, sink, stale) if count else ""
             status = FAILED if reason else COMPLETED
-            if status == COMPLETED and counter.items["succeeded"] == 0:
-                status, reason = FAILED, ("no item succeeded: run() must return one element "
-                                          "per successful item, also with summary_only")
+            if status == COMPLETED:
+                reason = _nothing_succeeded(counter)
+                status = FAILED if reason else COMPLETED
         except Exception as exc:
             status, reason = FAILED, f"{type(exc).__name__}: {exc}"
             raise
@@ -213,6 +215,23 @@ def _execute(prepared: PreparedJob, logs: LogFolder, run_id: str, client: Any,
             write_job_result(logs, result)
             state.write_job(prepared.fingerprint, status, run_id, runs)
     return result
+
+
+def _nothing_succeeded(counter: FailureCounter) -> str:
+    """The reason a job whose thresholds held still failed: no mini-batch returned at all.
+
+    A job whose mini-batches all returned but returned no rows completes, as on Azure (a
+    training script that saves a model per partition and returns ``[]``), with a warning.
+    """
+    if counter.mini_batches["succeeded"] == 0 and counter.mini_batches["failed"] > 0:
+        first = counter.first_errors[0]["error"] if counter.first_errors else "see the logs"
+        return (f"every mini-batch failed ({counter.mini_batches['failed']} of "
+                f"{counter.planned}); the first error: {first}")
+    if counter.items["succeeded"] == 0 and counter.mini_batches["succeeded"] > 0:
+        logger.warning("no rows were returned: every run() returned an empty result. If "
+                       "run() writes its own output (EntryScript().output_dir), that is "
+                       "expected; otherwise return one element per successful item.")
+    return ""
 
 
 def _finish(assembler: OrderedAssembler, status: str, state: StateStore) -> None:

@@ -55,6 +55,10 @@ class StateStore:
             {"fingerprint": fingerprint, "status": status, "run_id": run_id,
              "runs": runs}).encode())
 
+    def write_readme(self, text: str) -> None:
+        """``_daskprs/readme.txt``: the protocol, for whoever opens the folder."""
+        write_atomic(self.fs, self.path("readme.txt"), text.encode())
+
     # -- commits --------------------------------------------------------------------
     def commit(self, run_id: str, task: str, records: list[dict[str, Any]],
                payloads: list[bytes | None]) -> list[dict[str, Any]]:

@@ -186,7 +186,8 @@ def _serialize(spec: Any, result: Any) -> tuple[bytes | None, list[str] | None]:
 
 def _announce(plugin: Any, mini_batch: MiniBatch, number: int, execution: str) -> None:
     """Tell the scheduler an attempt starts, so that the client can name it if the worker
-    is lost; outside a Dask worker (inline) there is nobody to tell."""
+    is lost; outside a Dask worker (inline) there is nobody to tell. (The scheduler adds
+    the worker's address as ``worker``, so the agent name travels as ``agent``.)"""
     try:
         from distributed import get_worker
 
@@ -194,7 +195,7 @@ def _announce(plugin: Any, mini_batch: MiniBatch, number: int, execution: str) -
     except ValueError:
         return
     worker.log_event(event_topic(plugin.spec.run_id), {
-        "id": mini_batch.id, "attempt": number, "worker": plugin.agent,
+        "id": mini_batch.id, "attempt": number, "agent": plugin.agent,
         "pid": plugin.runner_pid or "", "start_utc": _now(), "execution": execution})
 
 

@@ -654,6 +654,51 @@ def test_a_job_killed_with_sigkill_resumes_running_only_its_uncommitted_mini_bat
     assert output_lines(out) == ids_text(range(600))
 
 
+def test_a_100000_file_job_killed_with_sigkill_reruns_only_its_uncommitted_mini_batches(
+        cli, tmp_path, write_script):
+    """The scale case: 10,000 mini-batches of 10 files, the client (and its embedded
+    cluster) SIGKILLed a tenth of the way in, then run again."""
+    folder = tmp_path / "files"
+    paths = []
+    for number in range(100_000):
+        if number % 1_000 == 0:
+            sub = folder / f"d{number // 1_000:03d}"
+            sub.mkdir(parents=True)
+        path = sub / f"f{number:06d}.txt"
+        path.touch()
+        paths.append(str(path))
+    source = write_script(tmp_path, "import time\n\n\ndef run(mini_batch):\n"
+                                    "    time.sleep(0.002)\n    return mini_batch\n")
+    out = tmp_path / "out"
+    config = tmp_path / "files.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "many-files", "inputs": [{"name": "files", "type": "file", "path": str(folder)}],
+        "output": str(out),
+        "parallel_run_config": {"source_directory": str(source), "entry_script": "score.py",
+                                "mini_batch_size": 10, "compute_target": "local",
+                                "process_count_per_node": 2}}), encoding="utf-8")
+
+    proc = cli.start(config)
+    cli.wait_for(proc, lambda: len(committed_ids(out)) >= 1_000, "1,000 mini-batches committed")
+    cli.signal(proc, signal.SIGKILL)
+    assert cli.wait_gone(proc) == -signal.SIGKILL
+    before = committed_ids(out)
+    assert 1_000 <= len(before) < 10_000, len(before)
+
+    code, stdout, stderr = cli.run(config)
+
+    assert code == 0, stdout + stderr
+    summary = job_json(out)
+    assert summary["mini_batches"] == {"total": 10_000, "succeeded": 10_000, "failed": 0,
+                                       "reused": len(before)}
+    rerun = [row for row in attempt_rows(out) if row["run_id"] == summary["run_id"]]
+    every = {f"files-{i}" for i in range(10_000)}
+    assert len(rerun) == 10_000 - len(before)
+    assert {row["mini_batch_id"] for row in rerun} == every - before
+    assert status_counts(rerun) == {"succeeded": 10_000 - len(before)}
+    assert output_lines(out) == paths  # every path exactly once, in order
+
+
 # ---------------------------------------------------------------- 6. kill during the commit
 
 @pytest.fixture

@@ -1,0 +1,118 @@
+"""Wrong output reported as success, and reasons that mislead (the trust issue).
+
+Each test fails on the release before the fix: extra ``run()`` results were written and the
+job Completed; every attempt raising blamed the return values; a job whose mini-batches all
+returned ``[]`` by design (Azure's own ``parallel_train.py``) Failed.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daskprs import Dataset, ParallelRunConfig, ParallelRunStep
+
+ONE_TOO_MANY = """
+def run(mini_batch, mini_batch_context):
+    ids = mini_batch["id"].tolist()
+    if mini_batch_context.mini_batch_id == "input0-3":
+        return ids + [-1]
+    return ids
+"""
+
+ALWAYS_RAISES = """
+def run(mini_batch):
+    raise RuntimeError("the model is broken")
+"""
+
+TRAINS_AND_RETURNS_NOTHING = """
+import os
+from daskprs import EntryScript
+
+def run(mini_batch, mini_batch_context):
+    path = os.path.join(EntryScript().output_dir, mini_batch_context.mini_batch_id + ".model")
+    with open(path, "w") as handle:
+        handle.write(str(len(mini_batch)))
+    return []
+"""
+
+
+def step_over(tmp_path: Path, make_parquet: Any, write_script: Any, body: str,
+              **config: Any) -> ParallelRunStep:
+    """200 rows (``id`` 0-199) in mini-batches of 20 rows, scored by ``body``."""
+    make_parquet(tmp_path / "data", files=1, rows_per_file=200, row_group_size=200)
+    source = write_script(tmp_path, body)
+    cfg = ParallelRunConfig(source_directory=str(source), entry_script="score.py",
+                            mini_batch_size="20 rows", **config)
+    return ParallelRunStep(name="trust", parallel_run_config=cfg,
+                           inputs=[Dataset.Tabular.from_parquet_files(str(tmp_path / "data"))],
+                           output=str(tmp_path / "out"))
+
+
+def attempts(out: Path) -> list[dict[str, str]]:
+    with open(out / "logs" / "sys" / "mini_batches.csv", encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_run_returning_more_elements_than_items_fails_the_attempt_and_writes_nothing(
+        client, tmp_path, make_parquet, write_script):
+    step = step_over(tmp_path, make_parquet, write_script, ONE_TOO_MANY, run_max_try=2)
+
+    result = step.run(client=client, progress=False)
+
+    out = tmp_path / "out"
+    lines = (out / "parallel_run_step.txt").read_text(encoding="utf-8").splitlines()
+    assert lines == [str(i) for i in range(200) if not 60 <= i < 80]
+    assert "-1" not in lines
+    assert result.items == {"total": 200, "succeeded": 180, "failed": 20}
+    assert result.mini_batches["failed"] == 1
+    tried = [row for row in attempts(out) if row["mini_batch_id"] == "input0-3"]
+    assert [row["status"] for row in tried] == ["failed", "failed"]
+    assert tried[0]["error"] == ("ResultLengthError: run() returned 21 elements for 20 items; "
+                                 "return at most one element per item (one per successful "
+                                 "item)")
+
+
+def test_run_returning_more_elements_fails_a_job_with_error_threshold_0(
+        client, tmp_path, make_parquet, write_script):
+    step = step_over(tmp_path, make_parquet, write_script, ONE_TOO_MANY, run_max_try=1,
+                     error_threshold=0)
+
+    result = step.run(client=client, progress=False)
+
+    assert result.status == "Failed"
+    assert result.reason.startswith("error_threshold exceeded: 20 failed items > 0")
+    assert not (tmp_path / "out" / "parallel_run_step.txt").exists()
+
+
+def test_a_job_whose_every_attempt_raised_names_the_error_not_the_return_values(
+        client, tmp_path, make_parquet, write_script):
+    step = step_over(tmp_path, make_parquet, write_script, ALWAYS_RAISES, run_max_try=1)
+
+    result = step.run(client=client, progress=False)
+
+    assert result.status == "Failed"
+    assert result.reason == ("every mini-batch failed (10 of 10); the first error: "
+                             "RuntimeError: the model is broken")
+    assert "must return" not in result.reason
+
+
+def test_a_job_whose_mini_batches_all_return_nothing_completes_with_a_warning(
+        client, tmp_path, make_parquet, write_script, caplog: pytest.LogCaptureFixture):
+    """Azure's v2 ``parallel_train.py``: one model saved per partition, ``return []``,
+    ``error_threshold: -1``: Completed on Azure, so Completed here."""
+    step = step_over(tmp_path, make_parquet, write_script, TRAINS_AND_RETURNS_NOTHING,
+                     error_threshold=-1)
+
+    with caplog.at_level(logging.WARNING, logger="daskprs"):
+        result = step.run(client=client, progress=False)
+
+    assert result.status == "Completed", result.summary()
+    assert result.items == {"total": 200, "succeeded": 0, "failed": 200}
+    models = sorted(p.name for p in (tmp_path / "out").glob("*.model"))
+    assert models == sorted(f"input0-{i}.model" for i in range(10))
+    assert any("no rows were returned" in r.getMessage() for r in caplog.records)
