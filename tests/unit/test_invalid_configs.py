@@ -186,7 +186,8 @@ class Case:
     """One invalid configuration and what its error must say.
 
     ``param``: the parameter as reported; ``via``: where the value came from (``yaml``:
-    the file and ``param``, ``set``: ``--set param``, ``cli``: the command line); ``value``:
+    the file and ``param``, ``set``: ``--set param``, ``--set KEY``: a ``--set`` of a
+    parent of ``param``, ``cli``: the command line); ``value``:
     shown with repr (a callable gets the project root); ``fix``: a fragment of the fix;
     ``kind``: ``config`` (a ConfigError listing problems) or ``single`` (one-line error
     naming an input or the output).
@@ -281,6 +282,13 @@ CASES = [
                       "Use --set parallel_run_config.mini_batch_size=2MB",
                       sets=("parallel_run_config.run_max_try",), via="cli"),
                  id="--set without a value"),
+    pytest.param(Case(unchanged, "parallel_run_config.append_row_separator", ",,",
+                      """Quote it: --set 'parallel_run_config.append_row_separator=",,"'""",
+                      sets=("parallel_run_config.append_row_separator=,,",), via="set"),
+                 id="--set value that is not YAML"),
+    pytest.param(Case(unchanged, "name", "[x", "is not a valid YAML value",
+                      sets=("name=[x",), via="set"),
+                 id="--set value with an unclosed bracket"),
     # arguments
     pytest.param(Case(top(arguments=["--output", "elsewhere"]), "arguments[0]", "--output",
                       "Set output in parallel_run_config, or rename the option"),
@@ -289,6 +297,12 @@ CASES = [
                       "arguments[2]", "--mini_batch_size=5",
                       "Set mini_batch_size in parallel_run_config"),
                  id="reserved argument --mini_batch_size=5"),
+    pytest.param(Case(unchanged, "arguments[0]", "--output", "or rename the option",
+                      sets=("arguments=[--output, elsewhere]",), via="--set arguments"),
+                 id="reserved argument via --set arguments"),
+    pytest.param(Case(unchanged, "arguments[1]", True, "Quote it",
+                      sets=("arguments.1=true",), via="--set arguments[1]"),
+                 id="bool argument via --set arguments.1"),
     pytest.param(Case(top(arguments=["model.joblib", "--model"]), "arguments[0]",
                       "model.joblib", "Start the list with an option name such as '--model'"),
                  id="first argument is not an option"),
@@ -392,6 +406,8 @@ def expected_source(case: Case, config_path: Path) -> str:
         return f"{config_path}: {case.param}"
     if case.via == "set":
         return f"--set {case.param}"
+    if case.via.startswith("--set "):
+        return case.via
     return "command line"
 
 
