@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from daskprs.entry_script_source import check_entry_script, resolve_script_path
-from daskprs.sizes import parse_tabular_size
+from daskprs.sizes import SizeError, parse_tabular_size, size_fix
 from daskprs.validation import Checker, SourceOf, keyword_source
 
 logger = logging.getLogger(__name__)
@@ -207,9 +207,9 @@ def _check_size(checker: Checker, value: Any) -> None:
         return
     try:
         parse_tabular_size(value)
-    except ValueError as exc:
-        checker.add("mini_batch_size", str(exc), value,
-                    "Use bytes such as '1MB', rows such as '5000 rows', or files such as 10")
+    except SizeError as exc:
+        checker.add("mini_batch_size", exc.reason, value, size_fix(
+            exc, "Use bytes such as '1MB', rows such as '5000 rows', or files such as 10"))
 
 
 def _check_file_name(checker: Checker, name: Any) -> None:

@@ -17,8 +17,10 @@ from daskprs.sizes import (
     DEFAULT_FILES,
     DEFAULT_TABULAR,
     MiniBatchSize,
+    SizeError,
     parse_file_size,
     parse_tabular_size,
+    size_fix,
 )
 from daskprs.storage import normalize_url
 from daskprs.validation import Checker
@@ -241,8 +243,8 @@ def _size_for(checker: Checker, config: ParallelRunConfig, kind: str,
         if kind == "file":
             return parse_file_size(DEFAULT_FILES if value is None else value)
         return parse_tabular_size(DEFAULT_TABULAR if value is None else value)
-    except ValueError as exc:
-        checker.add(f"{prefix}mini_batch_size", str(exc), value,
-                    "Use a number of files such as 10" if kind == "file"
-                    else "Use bytes such as '1MB' or rows such as '5000 rows'")
+    except SizeError as exc:
+        checker.add(f"{prefix}mini_batch_size", exc.reason, value, size_fix(
+            exc, "Use a number of files such as 10" if kind == "file"
+            else "Use bytes such as '1MB' or rows such as '5000 rows'"))
         return None
