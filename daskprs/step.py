@@ -30,6 +30,9 @@ RESERVED_ARGUMENTS = ("mini_batch_size", "error_threshold", "allowed_failed_coun
                       "allowed_failed_percent", "output", "output_action", "logging_level",
                       "process_count_per_node", "run_invocation_timeout", "run_max_try",
                       "append_row_file_name")
+# where the user sets a reserved option that is not a ParallelRunConfig parameter
+_RESERVED_FIX = {"output": "Give the folder with the top-level output: key (YAML) or "
+                           "ParallelRunStep(output=...), or rename the option"}
 
 _GUARD = """step.run() was called while a worker process imported your script: the call is at
 module level without the main guard. LocalCluster starts worker processes that import the
@@ -228,9 +231,10 @@ def _check_arguments(checker: Checker, arguments: Any) -> None:
             text = str(item)
             for reserved in RESERVED_ARGUMENTS:
                 if text == f"--{reserved}" or text.startswith(f"--{reserved}="):
-                    checker.add(f"arguments[{position}]", "is reserved: daskprs sets it "
-                                "through ParallelRunConfig", item,
-                                f"Set {reserved} in parallel_run_config, or rename the option")
+                    checker.add(f"arguments[{position}]", "is reserved: it names a "
+                                "ParallelRunStep setting", item, _RESERVED_FIX.get(
+                                    reserved, f"Set {reserved} in parallel_run_config, or "
+                                    f"rename the option"))
         else:
             checker.add(f"arguments[{position}]", "must be a string or number",
                         type(item).__name__, "Pass str(value)")

@@ -292,7 +292,8 @@ CASES = [
                  id="--set value with an unclosed bracket"),
     # arguments
     pytest.param(Case(top(arguments=["--output", "elsewhere"]), "arguments[0]", "--output",
-                      "Set output in parallel_run_config, or rename the option"),
+                      "Give the folder with the top-level output: key (YAML) or "
+                      "ParallelRunStep(output=...), or rename the option"),
                  id="reserved argument --output"),
     pytest.param(Case(top(arguments=["--model", "m.joblib", "--mini_batch_size=5"]),
                       "arguments[2]", "--mini_batch_size=5",
