@@ -23,6 +23,8 @@ STEP_KEYS = ("name", "inputs", "side_inputs", "output", "arguments", "allow_reus
              "parallel_run_config")
 INPUT_KEYS = ("name", "type", "format", "path", "separator", "header", "dtype",
               "partition_format", "mode", "storage_options")
+_FORMAT_ALIASES = {"csv": "delimited", "tsv": "delimited", "txt": "delimited",
+                   "text": "delimited", "parq": "parquet", "pq": "parquet"}
 _LAST_PART = re.compile(r"(\.[^.\[\]]+|\[\d+\])$")
 _SIDE_INPUT = re.compile(r"\$\{\{\s*side_inputs\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
@@ -204,7 +206,8 @@ def _dataset(checker: Checker, entry: dict[str, Any], where: str, folder: str,
                 dataset = dataset.as_uri()  # type: ignore[attr-defined]
         elif kind == "tabular":
             fmt = entry.get("format", "parquet")
-            if not checker.choice(f"{where}.format", fmt, ("parquet", "delimited")):
+            if not checker.choice(f"{where}.format", fmt, ("parquet", "delimited"),
+                                  _FORMAT_ALIASES):
                 return None
             if fmt == "parquet":
                 dataset = Dataset.Tabular.from_parquet_files(path, storage_options=options)
