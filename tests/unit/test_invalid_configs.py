@@ -46,6 +46,7 @@ SCRIPTS = {
     "score.py": "def init():\n    pass\n\n\ndef run(mini_batch):\n    return mini_batch\n",
     "no_run.py": "def init():\n    pass\n",
     "broken.py": "def run(mini_batch)\n    return mini_batch\n",
+    "no_parameter.py": "def init():\n    pass\n\n\ndef run():\n    return []\n",
 }
 
 
@@ -339,6 +340,10 @@ CASES = [
     pytest.param(Case(prc(entry_script="broken.py"), "parallel_run_config.entry_script",
                       "broken.py", "is not valid Python"),
                  id="entry script with a syntax error"),
+    pytest.param(Case(prc(entry_script="no_parameter.py"), "parallel_run_config.entry_script",
+                      "no_parameter.py", "defines run() without a parameter at line 5, got "
+                      "'no_parameter.py'. Define it as 'def run(mini_batch):'"),
+                 id="entry script whose run takes no parameter"),
     pytest.param(Case(prc(source_directory="missing_src"), "parallel_run_config.source_directory",
                       at("missing_src"), "Create the folder or fix the path"),
                  id="missing source_directory"),
@@ -545,3 +550,23 @@ def test_step_problems_are_reported_together_with_parallel_run_config_problems(
     assert result.stderr.splitlines()[0] == "error: invalid configuration, 3 problems:"
     assert no_cluster.calls == []
     assert not (tmp_path / "out").exists()
+
+
+def test_validate_refuses_a_run_that_takes_no_parameter(tmp_path: Path,
+                                                       no_cluster: Sentinel) -> None:
+    """``daskprs validate`` reads run()'s signature from the syntax tree: ``def run():``
+    would fail every mini-batch with a TypeError."""
+    make_project(tmp_path)
+    config = copy.deepcopy(BASE_CONFIG)
+    config["parallel_run_config"]["entry_script"] = "no_parameter.py"
+    config_path = write_config(tmp_path, config)
+
+    result = invoke("validate", config_path)
+
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert problem_lines(result) == [
+        f"  - parallel_run_config.entry_script ({config_path}: "
+        f"parallel_run_config.entry_script): defines run() without a parameter at line 5, "
+        f"got 'no_parameter.py'. Define it as 'def run(mini_batch):' (daskprs passes each "
+        f"mini-batch as its one argument)."]

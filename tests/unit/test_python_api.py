@@ -94,6 +94,52 @@ def test_a_missing_entry_script_is_a_keyword_problem(tmp_path: Path) -> None:
                                f"(looked for {str(tmp_path / 'nowhere.py')!r})")
 
 
+@pytest.mark.parametrize(("source", "says"), [
+    pytest.param("def run():\n    return []\n", "defines run() without a parameter at line 1",
+                 id="no parameter"),
+    pytest.param("def run(mini_batch, model):\n    return []\n",
+                 "defines run() with required parameters besides mini_batch (model) at line 1",
+                 id="two required parameters"),
+    pytest.param("def run(*, mini_batch):\n    return []\n",
+                 "defines run() with keyword-only parameters (mini_batch) at line 1",
+                 id="a keyword-only parameter"),
+])
+def test_a_run_that_cannot_take_one_mini_batch_is_refused(tmp_path: Path, source: str,
+                                                          says: str) -> None:
+    (tmp_path / "score.py").write_text(source, encoding="utf-8")
+
+    with pytest.raises(ConfigError) as caught:
+        ParallelRunConfig(entry_script="score.py", source_directory=str(tmp_path))
+
+    assert [p.parameter for p in caught.value.problems] == ["entry_script"]
+    assert says in str(caught.value)
+    assert "Define it as 'def run(mini_batch):'" in str(caught.value)
+
+
+@pytest.mark.parametrize("source", [
+    "def run(mini_batch):\n    return []\n",
+    "def run(mini_batch, model=None, *, verbose=False):\n    return []\n",
+    "def run(*args):\n    return []\n",
+    "from helpers import run\n",
+])
+def test_a_run_that_takes_one_mini_batch_is_accepted(tmp_path: Path, source: str) -> None:
+    (tmp_path / "score.py").write_text(source, encoding="utf-8")
+
+    config = ParallelRunConfig(entry_script="score.py", source_directory=str(tmp_path))
+
+    assert config.script_path == str(tmp_path / "score.py")
+
+
+def test_an_entry_object_whose_run_takes_no_parameter_is_refused() -> None:
+    class Script:
+        @staticmethod
+        def run() -> list[str]:
+            return []
+
+    with pytest.raises(ConfigError, match=r"has a run\(\) that cannot take the mini-batch"):
+        ParallelRunConfig(entry_script=Script())
+
+
 def test_step_keyword_problems_are_reported_together(script: Path, tmp_path: Path) -> None:
     config = ParallelRunConfig(entry_script=str(script))
     data = Dataset.Tabular.from_parquet_files(str(tmp_path / "*.parquet"))
