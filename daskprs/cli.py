@@ -8,20 +8,27 @@ import signal
 import sys
 import traceback
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
+from daskprs.addresses import AddressError, address_fix, scheduler_address
 from daskprs.errors import (
     EXIT_COMPLETED,
     EXIT_FAILED,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
+    ConfigError,
     DaskprsError,
     OutputError,
+    Problem,
 )
 from daskprs.result import COMPLETED, JobResult
 from daskprs.storage.secrets import RedactingFilter, redact
+
+if TYPE_CHECKING:  # imported when a command runs: --help stays fast
+    from daskprs.step import ParallelRunStep
 
 _set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                            help="Override a config value (dotted key; YAML scalar).")
@@ -42,11 +49,9 @@ def main() -> None:
 def run(config: str, overrides: tuple[str, ...], scheduler: str | None, progress: bool) -> None:
     """Run the step described by CONFIG (a YAML file)."""
     _log_to_stderr()
-    from daskprs.yaml_config import load_step
-
     _cancel_on_signals()
     try:
-        step = load_step(config, overrides)
+        step, scheduler = _load(config, overrides, scheduler)
         result = step.run(client=scheduler, progress=progress)
     except KeyboardInterrupt:
         click.echo("Canceled: interrupted; committed mini-batches are kept.", err=True)
@@ -107,6 +112,30 @@ def show(output: str, timeline: str | None) -> None:
             sys.exit(EXIT_USAGE)
         click.echo(f"timeline: {os.path.abspath(timeline)}")
     sys.exit(EXIT_COMPLETED if result.status == COMPLETED else EXIT_FAILED)
+
+
+def _load(config: str, overrides: tuple[str, ...], scheduler: str | None
+          ) -> tuple[ParallelRunStep, str | None]:
+    """The step and the ``--scheduler`` address (``host:port`` read as ``tcp://host:port``);
+    a bad address is reported with the config's problems, in one ConfigError."""
+    from daskprs.yaml_config import load_step
+
+    problems: list[Problem] = []
+    if scheduler is not None and scheduler not in ("local", "inline"):
+        try:
+            scheduler = scheduler_address(scheduler)
+        except AddressError as exc:
+            problems.append(Problem("--scheduler", "command line", exc.reason, scheduler,
+                                    address_fix(exc, "--scheduler {}")))
+    try:
+        step = load_step(config, overrides)
+    except ConfigError as exc:
+        if problems:
+            raise ConfigError(problems + exc.problems) from exc
+        raise
+    if problems:
+        raise ConfigError(problems)
+    return step, scheduler
 
 
 def _cancel_on_signals() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from daskprs.addresses import AddressError, address_fix, looks_like_address, scheduler_address
 from daskprs.entry_script_source import check_entry_script, resolve_script_path
 from daskprs.sizes import SizeError, parse_tabular_size, size_fix
 from daskprs.validation import Checker, SourceOf, keyword_source
@@ -228,8 +229,14 @@ def _check_compute_target(checker: Checker, target: Any) -> dict[str, Any]:
     if target is None or target in _SPECIAL_TARGETS:
         return {}
     if isinstance(target, str):
-        if "://" in target:
-            return {}
+        if looks_like_address(target):
+            try:
+                address = scheduler_address(target)
+            except AddressError as exc:
+                checker.add("compute_target", exc.reason, target,
+                            address_fix(exc, "compute_target={!r}"))
+                return {}
+            return {"compute_target": address} if address != target else {}
         logger.warning("compute_target %r is an Azure compute name and is ignored; daskprs "
                        "uses 'local', 'inline' or a scheduler address such as "
                        "'tcp://host:8786'", target)

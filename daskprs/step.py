@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from daskprs.addresses import AddressError, address_fix, scheduler_address
 from daskprs.config import ParallelRunConfig
 from daskprs.datasets import DatasetBase, FileDataset, TabularDataset
 from daskprs.errors import ConfigError, Problem
@@ -111,6 +112,7 @@ class ParallelRunStep:
         if multiprocessing.parent_process() is not None and client is None:
             raise ConfigError([Problem("step.run", "your script", "was called in a worker "
                                        "process", "module level", _GUARD)])
+        client = _client_address(client)
         from daskprs.job import run_step
 
         return run_step(self, client=client, progress=progress)
@@ -118,6 +120,18 @@ class ParallelRunStep:
     def __repr__(self) -> str:
         return f"ParallelRunStep(name={self.name!r}, inputs={len(self.inputs)}, " \
                f"output={self.output!r})"
+
+
+def _client_address(client: Any) -> Any:
+    """A scheduler address given as ``client=`` with its scheme (``host:port`` is
+    ``tcp://host:port``); anything else that is a string is refused."""
+    if not isinstance(client, str) or client in ("local", "inline"):
+        return client
+    try:
+        return scheduler_address(client)
+    except AddressError as exc:
+        raise ConfigError([Problem("client", "keyword argument", exc.reason, client,
+                                   address_fix(exc, "client={!r}"))]) from None
 
 
 def check_step(checker: Checker, name: Any, config: Any, inputs: Any, output: Any,

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 import pytest
@@ -347,6 +347,21 @@ CASES = [
     pytest.param(Case(prc(source_directory="missing_src"), "parallel_run_config.source_directory",
                       at("missing_src"), "Create the folder or fix the path"),
                  id="missing source_directory"),
+    # where it runs
+    pytest.param(Case(prc(compute_target="localhost:8786x"), "parallel_run_config.compute_target",
+                      "localhost:8786x", "has the port '8786x', which is not a number from 1 to "
+                      "65535, got 'localhost:8786x'. Use compute_target='tcp://127.0.0.1:8786' "
+                      "(host:port is read as tcp://host:port)."),
+                 id="compute_target with a bad port"),
+    pytest.param(Case(prc(compute_target="http://scheduler:8786"),
+                      "parallel_run_config.compute_target", "http://scheduler:8786",
+                      "Did you mean compute_target='tcp://scheduler:8786'?"),
+                 id="compute_target with an http scheme"),
+    pytest.param(Case(unchanged, "parallel_run_config.compute_target", "tcp://scheduler",
+                      "has no port, got 'tcp://scheduler'. Did you mean "
+                      "compute_target='tcp://scheduler:8786'?",
+                      sets=("parallel_run_config.compute_target=tcp://scheduler",), via="set"),
+                 id="compute_target without a port via --set"),
     # output options
     pytest.param(Case(prc(output_action="append_rows"), "parallel_run_config.output_action",
                       "append_rows", "Did you mean 'append_row'?"),
@@ -570,3 +585,81 @@ def test_validate_refuses_a_run_that_takes_no_parameter(tmp_path: Path,
         f"parallel_run_config.entry_script): defines run() without a parameter at line 5, "
         f"got 'no_parameter.py'. Define it as 'def run(mini_batch):' (daskprs passes each "
         f"mini-batch as its one argument)."]
+
+
+@pytest.mark.parametrize(("address", "says"), [
+    pytest.param("localhost:8786x", "has the port '8786x', which is not a number from 1 to "
+                 "65535, got 'localhost:8786x'. Use --scheduler tcp://127.0.0.1:8786 (host:port "
+                 "is read as tcp://host:port).", id="a port with a letter"),
+    pytest.param("scheduler", "has no port, got 'scheduler'. Did you mean --scheduler "
+                 "tcp://scheduler:8786?", id="a host without a port"),
+    pytest.param("tcp://127.0.0.1:99999", "has the port '99999'", id="a port above 65535"),
+    pytest.param("127.0.0.1:", "has the port ''", id="an empty port"),
+    pytest.param("htp://127.0.0.1:8786", "has the scheme 'htp', which is not a Dask comm",
+                 id="a misspelled scheme"),
+])
+def test_a_scheduler_that_is_not_an_address_is_refused_before_any_cluster(
+        tmp_path: Path, no_cluster: Sentinel, address: str, says: str) -> None:
+    make_project(tmp_path)
+    config_path = write_config(tmp_path, BASE_CONFIG)
+    before = snapshot(tmp_path)
+
+    result = CliRunner().invoke(main, ["run", str(config_path), "--scheduler", address])
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[0] == "error: invalid configuration, 1 problem:"
+    assert problem_lines(result)[0].startswith("  - --scheduler (command line): " + says)
+    assert no_cluster.calls == []
+    assert snapshot(tmp_path) == before
+
+
+def test_a_bad_scheduler_is_reported_with_the_config_problems(
+        tmp_path: Path, no_cluster: Sentinel) -> None:
+    make_project(tmp_path)
+    config_path = write_config(tmp_path, BASE_CONFIG)
+
+    result = CliRunner().invoke(main, ["run", str(config_path), "--scheduler", "host:x",
+                                       "--set", "parallel_run_config.run_max_try=0"])
+
+    assert result.exit_code == 2
+    assert [line.split(" (")[0] for line in problem_lines(result)] == [
+        "  - --scheduler", "  - parallel_run_config.run_max_try"]
+
+
+class RefusingClient:
+    """Stands in for ``distributed.Client``: records the address, reaches nothing."""
+
+    addresses: ClassVar[list[str]] = []
+
+    def __init__(self, address: Any, **kwargs: Any) -> None:
+        RefusingClient.addresses.append(address)
+        raise OSError("nothing listens there (test)")
+
+
+@pytest.fixture
+def refusing_scheduler(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The real ``connect``, with a Client that reaches no scheduler and a LocalCluster
+    that must not start."""
+    import daskprs.cluster
+
+    sentinel = Sentinel()
+    monkeypatch.setattr(daskprs.cluster, "Client", RefusingClient)
+    monkeypatch.setattr(daskprs.cluster, "LocalCluster", sentinel.fake("LocalCluster"))
+    RefusingClient.addresses = []
+    yield RefusingClient.addresses
+    assert sentinel.calls == [], "an embedded LocalCluster was started"
+
+
+@pytest.mark.parametrize("how", ["--scheduler", "compute_target"])
+def test_a_host_port_address_is_read_as_tcp_not_as_a_local_cluster(
+        tmp_path: Path, refusing_scheduler: list[str], how: str) -> None:
+    make_project(tmp_path)
+    config_path = write_config(tmp_path, BASE_CONFIG)
+    args = (["--scheduler", "127.0.0.1:8786"] if how == "--scheduler"
+            else ["--set", "parallel_run_config.compute_target=127.0.0.1:8786"])
+
+    result = CliRunner().invoke(main, ["run", str(config_path), "--no-progress", *args])
+
+    assert refusing_scheduler == ["tcp://127.0.0.1:8786"], result.output
+    assert result.exit_code == 2, result.output
+    assert "error: scheduler 'tcp://127.0.0.1:8786' cannot be reached" in result.stderr

@@ -140,6 +140,36 @@ def test_an_entry_object_whose_run_takes_no_parameter_is_refused() -> None:
         ParallelRunConfig(entry_script=Script())
 
 
+def test_a_host_port_compute_target_is_a_tcp_address(script: Path) -> None:
+    config = ParallelRunConfig(entry_script=str(script), compute_target="127.0.0.1:8786")
+
+    assert config.compute_target == "tcp://127.0.0.1:8786"
+
+
+def test_an_azure_compute_name_is_ignored_with_a_warning(
+        script: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = ParallelRunConfig(entry_script=str(script), compute_target="cpu-cluster")
+
+    assert config.compute_target is None
+    assert "compute_target 'cpu-cluster' is an Azure compute name and is ignored" in caplog.text
+
+
+def test_step_run_refuses_a_client_string_that_is_not_an_address(script: Path,
+                                                                 tmp_path: Path) -> None:
+    step = ParallelRunStep(name="score", parallel_run_config=ParallelRunConfig(
+        entry_script=str(script)), inputs=[Dataset.File.from_files(str(script))],
+        output=str(tmp_path / "out"))
+
+    with pytest.raises(ConfigError) as caught:
+        step.run(client="localhost:8786x")
+
+    assert str(caught.value.problems[0]) == (
+        "client (keyword argument): has the port '8786x', which is not a number from 1 to "
+        "65535, got 'localhost:8786x'. Use client='tcp://127.0.0.1:8786' (host:port is read "
+        "as tcp://host:port).")
+    assert not (tmp_path / "out").exists()
+
+
 def test_step_keyword_problems_are_reported_together(script: Path, tmp_path: Path) -> None:
     config = ParallelRunConfig(entry_script=str(script))
     data = Dataset.Tabular.from_parquet_files(str(tmp_path / "*.parquet"))
