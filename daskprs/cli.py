@@ -64,8 +64,9 @@ def run(config: str, overrides: tuple[str, ...], scheduler: str | None, progress
         sys.exit(EXIT_INTERNAL)
     click.echo(redact(result.summary()))
     if result.status != COMPLETED:
+        log = "job_error.txt" if result.first_errors else "job_result.txt"
         click.echo(f"the job {result.status.lower()}: {result.reason}. See "
-                   f"{result.output.get('url')}/logs/job_error.txt", err=True)
+                   f"{result.output.get('url')}/logs/{log}", err=True)
     sys.exit(EXIT_COMPLETED if result.status == COMPLETED else EXIT_FAILED)
 
 
