@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import re
 from collections.abc import Sequence
@@ -13,6 +12,7 @@ from daskprs.config import ParallelRunConfig
 from daskprs.datasets import DatasetBase, FileDataset, TabularDataset
 from daskprs.errors import ConfigError, Problem
 from daskprs.inputs.partitions import check_partition_keys
+from daskprs.main_guard import refuse_unguarded_call, refuse_worker_import
 from daskprs.result import JobResult
 from daskprs.sizes import (
     DEFAULT_FILES,
@@ -34,14 +34,6 @@ RESERVED_ARGUMENTS = ("mini_batch_size", "error_threshold", "allowed_failed_coun
 # where the user sets a reserved option that is not a ParallelRunConfig parameter
 _RESERVED_FIX = {"output": "Give the folder with the top-level output: key (YAML) or "
                            "ParallelRunStep(output=...), or rename the option"}
-
-_GUARD = """step.run() was called while a worker process imported your script: the call is at
-module level without the main guard. LocalCluster starts worker processes that import the
-script again. Put the call under the guard:
-
-    if __name__ == "__main__":
-        result = step.run()
-"""
 
 
 class ParallelRunStep:
@@ -109,11 +101,14 @@ class ParallelRunStep:
         progress
             Show a progress bar (tqdm) on stderr or as a notebook widget.
         """
-        if multiprocessing.parent_process() is not None and client is None:
-            raise ConfigError([Problem("step.run", "your script", "was called in a worker "
-                                       "process", "module level", _GUARD)])
+        refuse_worker_import()
         client = _client_address(client)
+        from daskprs.cluster import starts_local_cluster
         from daskprs.job import run_step
+
+        target = client if client is not None else self.parallel_run_config.compute_target
+        if starts_local_cluster(target):
+            refuse_unguarded_call()
 
         return run_step(self, client=client, progress=progress)
 
