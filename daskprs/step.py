@@ -13,6 +13,7 @@ from daskprs.datasets import DatasetBase, FileDataset, TabularDataset
 from daskprs.errors import ConfigError, Problem
 from daskprs.inputs.partitions import check_partition_keys
 from daskprs.main_guard import refuse_unguarded_call, refuse_worker_import
+from daskprs.plan_summary import PlanSummary
 from daskprs.result import JobResult
 from daskprs.sizes import (
     DEFAULT_FILES,
@@ -111,6 +112,35 @@ class ParallelRunStep:
             refuse_unguarded_call()
 
         return run_step(self, client=client, progress=progress)
+
+    def validate(self) -> PlanSummary:
+        """Run every check that needs no cluster, as ``daskprs validate`` does.
+
+        Lists the inputs, plans the mini-batches, checks the entry script and the output
+        folder; starts no cluster and creates nothing.
+
+        Returns
+        -------
+        PlanSummary
+            The plan: input files, mini-batches, items, output, fingerprint; ``str()`` of
+            it is the line ``daskprs validate`` prints.
+
+        Raises
+        ------
+        InputError
+            When an input matches nothing or cannot be read.
+        OutputError
+            When the output folder cannot be used.
+        """
+        from daskprs.job import prepare
+
+        prepared = prepare(self)
+        plan = prepared.plan
+        return PlanSummary(name=self.name,
+                           input_files=len(plan.listing) or len(self.inputs),
+                           mini_batches=len(plan.mini_batches),
+                           mini_batch_size=str(self.mini_batch_size), items=plan.total_items,
+                           output=prepared.output.url, fingerprint=prepared.fingerprint)
 
     def __repr__(self) -> str:
         return f"ParallelRunStep(name={self.name!r}, inputs={len(self.inputs)}, " \

@@ -170,6 +170,30 @@ def test_step_run_refuses_a_client_string_that_is_not_an_address(script: Path,
     assert not (tmp_path / "out").exists()
 
 
+def test_step_validate_returns_the_plan_and_creates_nothing(script: Path,
+                                                           tmp_path: Path) -> None:
+    import pandas as pd
+
+    (tmp_path / "data").mkdir()
+    pd.DataFrame({"x": range(25)}).to_parquet(tmp_path / "data" / "part.parquet")
+    step = ParallelRunStep(
+        name="score", inputs=[Dataset.Tabular.from_parquet_files(str(tmp_path / "data"))],
+        parallel_run_config=ParallelRunConfig(entry_script=str(script),
+                                              mini_batch_size="10 rows"),
+        output=str(tmp_path / "out"))
+    before = sorted(tmp_path.rglob("*"))
+
+    summary = step.validate()
+
+    assert (summary.name, summary.input_files, summary.mini_batches, summary.items,
+            summary.mini_batch_size, summary.output) == (
+        "score", 1, 3, 25, "10 rows", str(tmp_path / "out"))
+    assert len(summary.fingerprint) >= 16
+    assert str(summary) == (f"valid: score: 1 input files, 3 mini-batches of 10 rows, 25 "
+                            f"items; output {tmp_path / 'out'}")
+    assert sorted(tmp_path.rglob("*")) == before
+
+
 def test_step_keyword_problems_are_reported_together(script: Path, tmp_path: Path) -> None:
     config = ParallelRunConfig(entry_script=str(script))
     data = Dataset.Tabular.from_parquet_files(str(tmp_path / "*.parquet"))
