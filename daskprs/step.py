@@ -13,6 +13,7 @@ from daskprs.datasets import DatasetBase, FileDataset, TabularDataset
 from daskprs.errors import ConfigError, Problem
 from daskprs.inputs.partitions import check_partition_keys
 from daskprs.main_guard import refuse_unguarded_call, refuse_worker_import
+from daskprs.overlap import check_output_apart
 from daskprs.plan_summary import PlanSummary
 from daskprs.result import JobResult
 from daskprs.sizes import (
@@ -194,6 +195,10 @@ def check_step(checker: Checker, name: Any, config: Any, inputs: Any, output: An
         checker.add("output", "must be a folder path or URL", output, "Use output='out/score'")
     else:
         values["output"] = normalize_url(os.fspath(output))
+    if values["output"] is not None:
+        check_output_apart(checker, values["output"], [
+            (str(d.name), path) for d in values["inputs"] + values["side_inputs"]
+            for path in getattr(d, "paths", ())])
     if output_storage_options is not None and not isinstance(output_storage_options, dict):
         checker.add("output_storage_options", "must be a mapping", output_storage_options,
                     "Use output_storage_options={'key': ..., 'secret': ...}")

@@ -177,6 +177,17 @@ def output_is_a_file(config: dict[str, Any], root: Path) -> None:
     (root / "out").write_text("not a folder\n", encoding="utf-8")
 
 
+def nest(input_path: str, output: str, **entry: Any) -> Callable[[dict[str, Any], Path], None]:
+    """Input and output paths that overlap (the input's other keys in ``entry``)."""
+    def change(config: dict[str, Any], root: Path) -> None:
+        config["inputs"][0].update(path=input_path, **entry)
+        config["output"] = output
+        if entry.get("format") == "delimited":
+            (root / "data" / "part.csv").write_text("x,y\n1,a\n", encoding="utf-8")
+
+    return change
+
+
 def at(relative: str) -> Callable[[Path], str]:
     """A value that is a path below the project (known only when the case runs)."""
     return lambda root: str(root / relative)
@@ -423,6 +434,22 @@ CASES = [
     pytest.param(Case(output_is_a_file, "output", at("out"), "Give a folder path for output",
                       kind="single"),
                  id="output is a file"),
+    # output and inputs apart
+    pytest.param(Case(nest("data", "data/out"), "output", at("data/out"),
+                      "is inside input 'table' ("),
+                 id="output inside the input folder"),
+    pytest.param(Case(nest("data", "data/out", format="delimited"), "output", at("data/out"),
+                      "each run would read its own output as input"),
+                 id="output inside a CSV input folder"),
+    pytest.param(Case(nest("data/**/*.parquet", "data/out"), "output", at("data/out"),
+                      "each run would read its own output as input"),
+                 id="output below a recursive glob"),
+    pytest.param(Case(nest("data/*", "data/out"), "output", at("data/out"),
+                      "each run would read its own output as input"),
+                 id="output matched by a glob"),
+    pytest.param(Case(nest("data/part.parquet", "data"), "output", at("data"),
+                      "the job would rewrite what it reads, got"),
+                 id="input inside the output"),
 ]
 
 
@@ -663,3 +690,54 @@ def test_a_host_port_address_is_read_as_tcp_not_as_a_local_cluster(
     assert refusing_scheduler == ["tcp://127.0.0.1:8786"], result.output
     assert result.exit_code == 2, result.output
     assert "error: scheduler 'tcp://127.0.0.1:8786' cannot be reached" in result.stderr
+
+
+def test_an_output_inside_the_input_folder_names_both_and_a_place_beside_it(
+        tmp_path: Path, no_cluster: Sentinel) -> None:
+    make_project(tmp_path)
+    config = copy.deepcopy(BASE_CONFIG)
+    nest("data", "data/out")(config, tmp_path)
+    config_path = write_config(tmp_path, config)
+
+    result = invoke("validate", config_path)
+
+    assert result.exit_code == 2
+    assert problem_lines(result) == [
+        f"  - output ({config_path}: output): is inside input 'table' ({str(tmp_path / 'data')!r})"
+        f": each run would read its own output as input, got {str(tmp_path / 'data/out')!r}. "
+        f"Use an output folder outside {str(tmp_path / 'data')!r}, e.g. "
+        f"{str(tmp_path / 'data-out')!r}."]
+
+
+@pytest.mark.parametrize(("input_path", "output"), [
+    pytest.param("data/*.parquet", "data/scored", id="a glob that stops above the output"),
+    pytest.param("data", "data/_scored", id="an _output a folder input skips"),
+    pytest.param("data/part.parquet", "data/scored", id="one file beside the output"),
+    pytest.param("data", "data-scored", id="a sibling whose name starts alike"),
+])
+def test_an_output_the_inputs_never_read_is_accepted(
+        tmp_path: Path, no_cluster: Sentinel, input_path: str, output: str) -> None:
+    make_project(tmp_path)
+    config = copy.deepcopy(BASE_CONFIG)
+    nest(input_path, output)(config, tmp_path)
+
+    result = invoke("validate", write_config(tmp_path, config))
+
+    assert result.exit_code == 0, result.output
+
+
+def test_an_output_given_with_set_inside_the_input_folder_is_blamed_on_set(
+        tmp_path: Path, no_cluster: Sentinel, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_project(tmp_path)
+    config = copy.deepcopy(BASE_CONFIG)
+    config["inputs"][0]["path"] = "data"
+    config_path = write_config(tmp_path, config)
+    monkeypatch.chdir(tmp_path)  # paths given with --set are relative to the current folder
+
+    result = invoke("run", config_path, ("output=data/out",))
+
+    assert result.exit_code == 2, result.output
+    assert problem_lines(result)[0].startswith(
+        f"  - output (--set output): is inside input 'table' ({str(tmp_path / 'data')!r})")
+    assert no_cluster.calls == []
+    assert not (tmp_path / "data" / "out").exists()

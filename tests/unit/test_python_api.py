@@ -194,6 +194,42 @@ def test_step_validate_returns_the_plan_and_creates_nothing(script: Path,
     assert sorted(tmp_path.rglob("*")) == before
 
 
+@pytest.mark.parametrize(("input_path", "output", "refused"), [
+    pytest.param("s3://bucket/data/", "s3://bucket/data/out", True, id="s3 output in input"),
+    pytest.param("s3a://bucket/data", "s3://bucket/data/out", True, id="s3a and s3 alike"),
+    pytest.param("s3://bucket/data/out/part.parquet", "s3://bucket/data/out", True,
+                 id="s3 input in output"),
+    pytest.param("s3://bucket/data", "s3://bucket/data-out", False, id="s3 sibling prefix"),
+    pytest.param("s3://bucket/data", "s3://other/data/out", False, id="another bucket"),
+    pytest.param("s3://bucket/data", "gs://bucket/data/out", False, id="another scheme"),
+    pytest.param("memory://data/*.parquet", "memory://data/out", False,
+                 id="memory glob above the output"),
+])
+def test_output_and_input_urls_are_compared_by_bucket_and_prefix(
+        script: Path, input_path: str, output: str, refused: bool) -> None:
+    def make() -> ParallelRunStep:
+        return ParallelRunStep(
+            name="score", inputs=[Dataset.Tabular.from_parquet_files(input_path)],
+            parallel_run_config=ParallelRunConfig(entry_script=str(script)), output=output)
+
+    if not refused:
+        assert make().output == output
+        return
+    with pytest.raises(ConfigError) as caught:
+        make()
+    assert [p.parameter for p in caught.value.problems] == ["output"]
+    assert repr(input_path) in str(caught.value)
+
+
+def test_a_relative_output_inside_a_relative_input_folder_is_refused(
+        script: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="each run would read its own output as input"):
+        ParallelRunStep(name="score", inputs=[Dataset.File.from_files("src")],
+                        parallel_run_config=ParallelRunConfig(entry_script=str(script)),
+                        output="src/out")
+
+
 def test_step_keyword_problems_are_reported_together(script: Path, tmp_path: Path) -> None:
     config = ParallelRunConfig(entry_script=str(script))
     data = Dataset.Tabular.from_parquet_files(str(tmp_path / "*.parquet"))
