@@ -7,6 +7,9 @@ import inspect
 import os
 from typing import Any
 
+RUN_FIX = ("Define it as 'def run(mini_batch):' (or 'def run(mini_batch, mini_batch_context):' "
+           "for the context)")
+
 
 def script_defines(path: str, name: str) -> bool:
     """Whether the module at ``path`` binds ``name`` at top level.
@@ -38,8 +41,9 @@ def _binding(tree: ast.Module, name: str) -> ast.stmt | None:
 
 
 def _run_signature_problem(node: ast.stmt | None) -> str | None:
-    """What keeps ``run(mini_batch)`` from being called with one argument, if ``node`` is
-    a ``def`` (other bindings cannot be judged without importing the script)."""
+    """What keeps ``run`` from being called as ``run(mini_batch)`` (or, when it takes two
+    positional parameters, ``run(mini_batch, mini_batch_context)``), if ``node`` is a
+    ``def`` (other bindings cannot be judged without importing the script)."""
     if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
         return None
     args = node.args
@@ -52,9 +56,10 @@ def _run_signature_problem(node: ast.stmt | None) -> str | None:
     required = len(positional) - len(args.defaults)
     missing = [a.arg for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True)
                if d is None]
-    if required > 1 or missing:
-        names = [a.arg for a in positional[1:required]] + missing
-        return f"defines run() with required parameters besides mini_batch ({', '.join(names)})"
+    if required > 2 or missing:
+        names = [a.arg for a in positional[2:required]] + missing
+        return (f"defines run() with required parameters besides mini_batch and "
+                f"mini_batch_context ({', '.join(names)})")
     return None
 
 
@@ -84,9 +89,7 @@ def check_entry_script(entry_script: Any, source_directory: str | None) -> tuple
                 "Add 'def run(mini_batch): ...' returning one element per successful item")
     wrong = _run_signature_problem(run)
     if wrong:
-        return (f"{wrong} at line {run.lineno}",
-                "Define it as 'def run(mini_batch):' (daskprs passes each mini-batch as its "
-                "one argument)")
+        return (f"{wrong} at line {run.lineno}", RUN_FIX)
     return None
 
 
@@ -99,12 +102,18 @@ def resolve_script_path(entry_script: str | os.PathLike[str], source_directory: 
 
 
 def _object_run_problem(run: Any) -> tuple[str, str] | None:
-    """The ``run`` attribute of an entry-script object must take one argument."""
+    """The ``run`` attribute of an entry-script object must take the mini-batch (and the
+    context, when it takes two positional parameters)."""
     try:
-        inspect.signature(run).bind(None)
-    except TypeError as exc:
-        return (f"has a run() that cannot take the mini-batch ({exc})",
-                "Define it as 'def run(mini_batch):'")
-    except ValueError:  # no signature to read (a builtin): judged when it runs
+        signature = inspect.signature(run)
+    except (TypeError, ValueError):  # no signature to read (a builtin): judged when it runs
         return None
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    positional = [p for p in signature.parameters.values() if p.kind in kinds]
+    varargs = any(p.kind == p.VAR_POSITIONAL for p in signature.parameters.values())
+    arguments = (None, None) if len(positional) >= 2 or varargs else (None,)
+    try:
+        signature.bind(*arguments)
+    except TypeError as exc:
+        return f"has a run() that cannot take the mini-batch ({exc})", RUN_FIX
     return None

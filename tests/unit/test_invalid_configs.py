@@ -610,8 +610,8 @@ def test_validate_refuses_a_run_that_takes_no_parameter(tmp_path: Path,
     assert problem_lines(result) == [
         f"  - parallel_run_config.entry_script ({config_path}: "
         f"parallel_run_config.entry_script): defines run() without a parameter at line 5, "
-        f"got 'no_parameter.py'. Define it as 'def run(mini_batch):' (daskprs passes each "
-        f"mini-batch as its one argument)."]
+        f"got 'no_parameter.py'. Define it as 'def run(mini_batch):' (or 'def run(mini_batch, "
+        f"mini_batch_context):' for the context)."]
 
 
 @pytest.mark.parametrize(("address", "says"), [

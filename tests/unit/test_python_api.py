@@ -97,9 +97,12 @@ def test_a_missing_entry_script_is_a_keyword_problem(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("source", "says"), [
     pytest.param("def run():\n    return []\n", "defines run() without a parameter at line 1",
                  id="no parameter"),
-    pytest.param("def run(mini_batch, model):\n    return []\n",
-                 "defines run() with required parameters besides mini_batch (model) at line 1",
-                 id="two required parameters"),
+    pytest.param("def run(mini_batch, context, model):\n    return []\n",
+                 "defines run() with required parameters besides mini_batch and "
+                 "mini_batch_context (model) at line 1", id="three required parameters"),
+    pytest.param("def run(mini_batch, *, model):\n    return []\n",
+                 "defines run() with required parameters besides mini_batch and "
+                 "mini_batch_context (model) at line 1", id="a required keyword"),
     pytest.param("def run(*, mini_batch):\n    return []\n",
                  "defines run() with keyword-only parameters (mini_batch) at line 1",
                  id="a keyword-only parameter"),
@@ -119,6 +122,7 @@ def test_a_run_that_cannot_take_one_mini_batch_is_refused(tmp_path: Path, source
 @pytest.mark.parametrize("source", [
     "def run(mini_batch):\n    return []\n",
     "def run(mini_batch, model=None, *, verbose=False):\n    return []\n",
+    "def run(mini_batch, mini_batch_context):\n    return []\n",
     "def run(*args):\n    return []\n",
     "from helpers import run\n",
 ])
@@ -138,6 +142,15 @@ def test_an_entry_object_whose_run_takes_no_parameter_is_refused() -> None:
 
     with pytest.raises(ConfigError, match=r"has a run\(\) that cannot take the mini-batch"):
         ParallelRunConfig(entry_script=Script())
+
+
+def test_an_entry_object_whose_run_takes_the_context_is_accepted() -> None:
+    class Script:
+        @staticmethod
+        def run(mini_batch: object, mini_batch_context: object) -> list[str]:
+            return []
+
+    assert ParallelRunConfig(entry_script=Script()).script_path is None
 
 
 def test_a_host_port_compute_target_is_a_tcp_address(script: Path) -> None:
