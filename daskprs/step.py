@@ -98,10 +98,16 @@ class ParallelRunStep:
         Parameters
         ----------
         client
-            A ``distributed.Client``, a scheduler address, or None (see the README's
-            "Where it runs").
+            A ``distributed.Client``, a scheduler address (``host:port`` means
+            ``tcp://host:port``), or None (see the README's "Where it runs").
         progress
             Show a progress bar (tqdm) on stderr or as a notebook widget.
+
+        Raises
+        ------
+        ConfigError
+            When ``client`` is a string that is not an address, or the call would start
+            a LocalCluster from module-level code outside the main guard.
         """
         refuse_worker_import()
         client = _client_address(client)
@@ -111,7 +117,6 @@ class ParallelRunStep:
         target = client if client is not None else self.parallel_run_config.compute_target
         if starts_local_cluster(target):
             refuse_unguarded_call()
-
         return run_step(self, client=client, progress=progress)
 
     def validate(self) -> PlanSummary:
