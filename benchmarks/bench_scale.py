@@ -176,7 +176,6 @@ def compare(root: str, data: str, output: str) -> dict[str, Any]:
         bag_seconds = time.perf_counter() - start
         assert len(results) == sum(len(b) for b in batches)
         job = run_job(root, data, output, cluster.scheduler_address)
-    first, last, _ = attempt_window(output)
     return {"bag_seconds": bag_seconds, "bag_per_second": len(batches) / bag_seconds,
             "daskprs_total": job["total"], "daskprs_steady_per_second": job["steady_per_second"],
             "steady_over_bag": job["steady_per_second"] / (len(batches) / bag_seconds)}

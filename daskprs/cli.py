@@ -8,45 +8,63 @@ import signal
 import sys
 import traceback
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
+from daskprs.addresses import AddressError, address_fix, scheduler_address
 from daskprs.errors import (
     EXIT_COMPLETED,
     EXIT_FAILED,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
+    ConfigError,
     DaskprsError,
     OutputError,
+    Problem,
 )
 from daskprs.result import COMPLETED, JobResult
 from daskprs.storage.secrets import RedactingFilter, redact
 
-_set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                           help="Override a config value (dotted key; YAML scalar).")
+if TYPE_CHECKING:  # imported when a command runs: --help stays fast
+    from daskprs.step import ParallelRunStep
+
+_set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a config value: KEY a dotted path (list indices allowed, e.g. "
+         "inputs.0.path), VALUE a YAML scalar. Repeat --set for each value.")
+
+EXIT_CODES = """\b
+Exit codes:
+  0    Completed (or reused)
+  1    Failed (thresholds, no item succeeded, no healthy worker)
+  2    a problem found before any work started: configuration, empty input,
+       missing bucket or container, access denied, unreachable scheduler
+  3    internal error (a bug; the traceback goes to stderr)
+  130  interrupted (Ctrl-C, SIGTERM)
+show: 0 Completed, 1 Failed or Canceled, 2 not an output folder."""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES)
 @click.version_option(package_name="daskprs")
 def main() -> None:
     """Run Azure ParallelRunStep entry scripts over large inputs on Dask."""
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES.split("\nshow:")[0])
 @click.argument("config", type=click.Path(dir_okay=False))
 @_set_option
 @click.option("--scheduler", metavar="ADDRESS", help="Run on an existing cluster, e.g. "
-              "tcp://host:8786 (overrides compute_target).")
+              "tcp://host:8786 (host:port means tcp://host:port); overrides "
+              "compute_target.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
 def run(config: str, overrides: tuple[str, ...], scheduler: str | None, progress: bool) -> None:
     """Run the step described by CONFIG (a YAML file)."""
     _log_to_stderr()
-    from daskprs.yaml_config import load_step
-
     _cancel_on_signals()
     try:
-        step = load_step(config, overrides)
+        step, scheduler = _load(config, overrides, scheduler)
         result = step.run(client=scheduler, progress=progress)
     except KeyboardInterrupt:
         click.echo("Canceled: interrupted; committed mini-batches are kept.", err=True)
@@ -59,32 +77,26 @@ def run(config: str, overrides: tuple[str, ...], scheduler: str | None, progress
         sys.exit(EXIT_INTERNAL)
     click.echo(redact(result.summary()))
     if result.status != COMPLETED:
+        log = "job_error.txt" if result.first_errors else "job_result.txt"
         click.echo(f"the job {result.status.lower()}: {result.reason}. See "
-                   f"{result.output.get('url')}/logs/job_error.txt", err=True)
+                   f"{result.output.get('url')}/logs/{log}", err=True)
     sys.exit(EXIT_COMPLETED if result.status == COMPLETED else EXIT_FAILED)
 
 
-@main.command()
+@main.command(epilog="Exit codes: 0 valid, 2 a problem (each one is listed).")
 @click.argument("config", type=click.Path(dir_okay=False))
 @_set_option
 def validate(config: str, overrides: tuple[str, ...]) -> None:
     """Check CONFIG without running it: inputs listed, script parsed; creates nothing."""
     _log_to_stderr()
-    from daskprs.job import prepare
     from daskprs.yaml_config import load_step
 
     try:
-        step = load_step(config, overrides)
-        prepared = prepare(step)
+        summary = load_step(config, overrides).validate()
     except DaskprsError as exc:
         click.echo(redact(f"error: {exc}"), err=True)
         sys.exit(exc.exit_code)
-    plan = prepared.plan
-    total = plan.total_items
-    click.echo(f"valid: {step.name}: {plan.file_count or len(step.inputs)} input files, "
-               f"{len(plan.mini_batches)} mini-batches of {step.mini_batch_size}"
-               + (f", {total} items" if total is not None else "")
-               + f"; output {prepared.output.url}")
+    click.echo(str(summary))
 
 
 @main.command()
@@ -107,6 +119,30 @@ def show(output: str, timeline: str | None) -> None:
             sys.exit(EXIT_USAGE)
         click.echo(f"timeline: {os.path.abspath(timeline)}")
     sys.exit(EXIT_COMPLETED if result.status == COMPLETED else EXIT_FAILED)
+
+
+def _load(config: str, overrides: tuple[str, ...], scheduler: str | None
+          ) -> tuple[ParallelRunStep, str | None]:
+    """The step and the ``--scheduler`` address (``host:port`` read as ``tcp://host:port``);
+    a bad address is reported with the config's problems, in one ConfigError."""
+    from daskprs.yaml_config import load_step
+
+    problems: list[Problem] = []
+    if scheduler is not None and scheduler not in ("local", "inline"):
+        try:
+            scheduler = scheduler_address(scheduler)
+        except AddressError as exc:
+            problems.append(Problem("--scheduler", "command line", exc.reason, scheduler,
+                                    address_fix(exc, "--scheduler {}")))
+    try:
+        step = load_step(config, overrides)
+    except ConfigError as exc:
+        if problems:
+            raise ConfigError(problems + exc.problems) from exc
+        raise
+    if problems:
+        raise ConfigError(problems)
+    return step, scheduler
 
 
 def _cancel_on_signals() -> None:

@@ -69,6 +69,9 @@ def connect(target: Any, processes: int, node_count: int) -> Iterator[Connection
         elif isinstance(target, str) and "://" in target:
             with _client_for_address(target) as client:
                 yield Connection(client, False, None)
+        elif isinstance(target, str) and target != "local":  # config and step.run refuse it
+            raise ClusterError(f"compute_target: not a scheduler address, got {target!r}. "
+                               f"Use 'local' or an address such as 'tcp://host:8786'.")
         elif isinstance(target, dict):
             with _cluster_class(target, processes, node_count) as connection:
                 yield connection

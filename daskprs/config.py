@@ -11,8 +11,9 @@ from typing import Any
 
 import yaml
 
+from daskprs.addresses import AddressError, address_fix, looks_like_address, scheduler_address
 from daskprs.entry_script_source import check_entry_script, resolve_script_path
-from daskprs.sizes import parse_tabular_size
+from daskprs.sizes import SizeError, parse_tabular_size, size_fix
 from daskprs.validation import Checker, SourceOf, keyword_source
 
 logger = logging.getLogger(__name__)
@@ -207,9 +208,9 @@ def _check_size(checker: Checker, value: Any) -> None:
         return
     try:
         parse_tabular_size(value)
-    except ValueError as exc:
-        checker.add("mini_batch_size", str(exc), value,
-                    "Use bytes such as '1MB', rows such as '5000 rows', or files such as 10")
+    except SizeError as exc:
+        checker.add("mini_batch_size", exc.reason, value, size_fix(
+            exc, "Use bytes such as '1MB', rows such as '5000 rows', or files such as 10"))
 
 
 def _check_file_name(checker: Checker, name: Any) -> None:
@@ -228,8 +229,14 @@ def _check_compute_target(checker: Checker, target: Any) -> dict[str, Any]:
     if target is None or target in _SPECIAL_TARGETS:
         return {}
     if isinstance(target, str):
-        if "://" in target:
-            return {}
+        if looks_like_address(target):
+            try:
+                address = scheduler_address(target)
+            except AddressError as exc:
+                checker.add("compute_target", exc.reason, target,
+                            address_fix(exc, "compute_target={!r}"))
+                return {}
+            return {"compute_target": address} if address != target else {}
         logger.warning("compute_target %r is an Azure compute name and is ignored; daskprs "
                        "uses 'local', 'inline' or a scheduler address such as "
                        "'tcp://host:8786'", target)

@@ -66,14 +66,18 @@ class JobResult:
         Raises
         ------
         OutputError
-            When the folder holds no ``logs/job_result.json``.
+            When the folder does not exist or holds no ``logs/job_result.json``.
         """
         location = Location(output, dict(storage_options or {}))
         try:
             data = location.fs.cat_file(location.join("logs", "job_result.json"))
         except FileNotFoundError as exc:
-            raise OutputError(f"{output}: not a daskprs output folder (no "
-                              f"logs/job_result.json). Give the folder a job wrote.") from exc
+            if not location.fs.exists(location.path):
+                raise OutputError(f"output: no such folder, got {output!r}. Give the output "
+                                  f"folder of a job (the output: of its config).") from exc
+            raise OutputError(f"output: not a daskprs output folder (it has no "
+                              f"logs/job_result.json), got {output!r}. Give the folder a job "
+                              f"wrote.") from exc
         result = cls.from_dict(json.loads(data))
         result._storage_options = dict(storage_options or {})
         return result

@@ -17,6 +17,24 @@ DEFAULT_TABULAR = "1MB"
 DEFAULT_FILES = 10
 
 
+class SizeError(ValueError):
+    """A ``mini_batch_size`` that cannot be parsed.
+
+    Parameters
+    ----------
+    reason
+        What is wrong (``"has a space"``).
+    suggestion
+        The size the user probably meant (``"1MB"``), or None.
+    """
+
+    def __init__(self, reason: str, suggestion: str | None = None) -> None:
+        self.reason = reason
+        self.suggestion = suggestion
+        tail = f"; did you mean {suggestion!r}?" if suggestion is not None else ""
+        super().__init__(f"{reason}{tail}")
+
+
 @dataclass(frozen=True)
 class MiniBatchSize:
     """A parsed ``mini_batch_size``.
@@ -43,15 +61,15 @@ def parse_tabular_size(value: int | str) -> MiniBatchSize:
 
     Raises
     ------
-    ValueError
-        With a message that says what was expected (and a "did you mean" when close).
+    SizeError
+        A ValueError that says what was expected (and what was meant, when close).
     """
     if isinstance(value, bool):
-        raise ValueError("must be a size such as '1MB' or '5000 rows', not a bool")
+        raise SizeError("must be a size such as '1MB' or '5000 rows', not a bool")
     if isinstance(value, int):
         return _positive(MiniBatchSize(value, "bytes"))
     if not isinstance(value, str):
-        raise ValueError(f"must be an int or a string such as '1MB', not {type(value).__name__}")
+        raise SizeError(f"must be an int or a string such as '1MB', not {type(value).__name__}")
     match = _BYTES.match(value)
     if match:
         factor = _FACTORS[(match.group(2) or "")[:1].lower()]
@@ -59,35 +77,40 @@ def parse_tabular_size(value: int | str) -> MiniBatchSize:
     match = _ROWS.match(value)
     if match:
         return _positive(MiniBatchSize(int(match.group(1)), "rows"))
-    raise ValueError(_suggest_tabular(value))
+    raise _suggest_tabular(value)
 
 
 def parse_file_size(value: int | str) -> MiniBatchSize:
     """Parse a file-input ``mini_batch_size``: an int or a digit string, in files."""
     if isinstance(value, bool):
-        raise ValueError("must be a number of files such as 10, not a bool")
+        raise SizeError("must be a number of files such as 10, not a bool")
     if isinstance(value, int):
         return _positive(MiniBatchSize(value, "files"))
     if isinstance(value, str) and _DIGITS.match(value):
         return _positive(MiniBatchSize(int(value), "files"))
-    raise ValueError("for file inputs must be a number of files such as 10")
+    raise SizeError("for file inputs must be a number of files such as 10")
 
 
 def _positive(size: MiniBatchSize) -> MiniBatchSize:
     if size.count < 1:
-        raise ValueError("must be at least 1")
+        raise SizeError("must be at least 1")
     return size
 
 
-def _suggest_tabular(value: str) -> str:
+def _suggest_tabular(value: str) -> SizeError:
     compact = re.sub(r"\s+", "", value)
     if _BYTES.match(compact):
-        return f"has a space; did you mean {compact!r}?"
+        return SizeError("has a space", compact)
     decimal = re.match(r"^(\d+)\.(\d+)\s*([kKmMgG])[bB]$", value.strip())
     if decimal:
         whole, frac, unit = decimal.groups()
         smaller = {"g": "M", "m": "K", "k": ""}[unit.lower()]
         count = round(float(f"{whole}.{frac}") * 1024)
-        suggestion = f"{count}{smaller}B" if smaller else str(count)
-        return f"takes whole numbers only; did you mean {suggestion!r}?"
-    return "must be bytes such as '1MB' or 1048576, or rows such as '5000 rows'"
+        return SizeError("takes whole numbers only", f"{count}{smaller}B" if smaller
+                         else str(count))
+    return SizeError("must be bytes such as '1MB' or 1048576, or rows such as '5000 rows'")
+
+
+def size_fix(error: SizeError, fallback: str) -> str:
+    """The fix for a refused size: the size that was meant, else ``fallback``."""
+    return f"Did you mean {error.suggestion!r}?" if error.suggestion is not None else fallback

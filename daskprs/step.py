@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import re
 from collections.abc import Sequence
 from typing import Any
 
+from daskprs.addresses import AddressError, address_fix, scheduler_address
 from daskprs.config import ParallelRunConfig
 from daskprs.datasets import DatasetBase, FileDataset, TabularDataset
 from daskprs.errors import ConfigError, Problem
 from daskprs.inputs.partitions import check_partition_keys
+from daskprs.main_guard import refuse_unguarded_call, refuse_worker_import
+from daskprs.overlap import check_output_apart
+from daskprs.plan_summary import PlanSummary
 from daskprs.result import JobResult
 from daskprs.sizes import (
     DEFAULT_FILES,
     DEFAULT_TABULAR,
     MiniBatchSize,
+    SizeError,
     parse_file_size,
     parse_tabular_size,
+    size_fix,
 )
 from daskprs.storage import normalize_url
 from daskprs.validation import Checker
@@ -28,14 +33,9 @@ RESERVED_ARGUMENTS = ("mini_batch_size", "error_threshold", "allowed_failed_coun
                       "allowed_failed_percent", "output", "output_action", "logging_level",
                       "process_count_per_node", "run_invocation_timeout", "run_max_try",
                       "append_row_file_name")
-
-_GUARD = """step.run() was called while a worker process imported your script: the call is at
-module level without the main guard. LocalCluster starts worker processes that import the
-script again. Put the call under the guard:
-
-    if __name__ == "__main__":
-        result = step.run()
-"""
+# where the user sets a reserved option that is not a ParallelRunConfig parameter
+_RESERVED_FIX = {"output": "Give the folder with the top-level output: key (YAML) or "
+                           "ParallelRunStep(output=...), or rename the option"}
 
 
 class ParallelRunStep:
@@ -98,21 +98,71 @@ class ParallelRunStep:
         Parameters
         ----------
         client
-            A ``distributed.Client``, a scheduler address, or None (see the README's
-            "Where it runs").
+            A ``distributed.Client``, a scheduler address (``host:port`` means
+            ``tcp://host:port``), or None (see the README's "Where it runs").
         progress
             Show a progress bar (tqdm) on stderr or as a notebook widget.
+
+        Raises
+        ------
+        ConfigError
+            When ``client`` is a string that is not an address, or the call would start
+            a LocalCluster from module-level code outside the main guard.
         """
-        if multiprocessing.parent_process() is not None and client is None:
-            raise ConfigError([Problem("step.run", "your script", "was called in a worker "
-                                       "process", "module level", _GUARD)])
+        refuse_worker_import()
+        client = _client_address(client)
+        from daskprs.cluster import starts_local_cluster
         from daskprs.job import run_step
 
+        target = client if client is not None else self.parallel_run_config.compute_target
+        if starts_local_cluster(target):
+            refuse_unguarded_call()
         return run_step(self, client=client, progress=progress)
+
+    def validate(self) -> PlanSummary:
+        """Run every check that needs no cluster, as ``daskprs validate`` does.
+
+        Lists the inputs, plans the mini-batches, checks the entry script and the output
+        folder; starts no cluster and creates nothing.
+
+        Returns
+        -------
+        PlanSummary
+            The plan: input files, mini-batches, items, output, fingerprint; ``str()`` of
+            it is the line ``daskprs validate`` prints.
+
+        Raises
+        ------
+        InputError
+            When an input matches nothing or cannot be read.
+        OutputError
+            When the output folder cannot be used.
+        """
+        from daskprs.job import prepare
+
+        prepared = prepare(self)
+        plan = prepared.plan
+        return PlanSummary(name=self.name,
+                           input_files=plan.file_count or len(self.inputs),
+                           mini_batches=len(plan.mini_batches),
+                           mini_batch_size=str(self.mini_batch_size), items=plan.total_items,
+                           output=prepared.output.url, fingerprint=prepared.fingerprint)
 
     def __repr__(self) -> str:
         return f"ParallelRunStep(name={self.name!r}, inputs={len(self.inputs)}, " \
                f"output={self.output!r})"
+
+
+def _client_address(client: Any) -> Any:
+    """A scheduler address given as ``client=`` with its scheme (``host:port`` is
+    ``tcp://host:port``); anything else that is a string is refused."""
+    if not isinstance(client, str) or client in ("local", "inline"):
+        return client
+    try:
+        return scheduler_address(client)
+    except AddressError as exc:
+        raise ConfigError([Problem("client", "keyword argument", exc.reason, client,
+                                   address_fix(exc, "client={!r}"))]) from None
 
 
 def check_step(checker: Checker, name: Any, config: Any, inputs: Any, output: Any,
@@ -150,6 +200,10 @@ def check_step(checker: Checker, name: Any, config: Any, inputs: Any, output: An
         checker.add("output", "must be a folder path or URL", output, "Use output='out/score'")
     else:
         values["output"] = normalize_url(os.fspath(output))
+    if values["output"] is not None:
+        check_output_apart(checker, values["output"], [
+            (str(d.name), path) for d in values["inputs"] + values["side_inputs"]
+            for path in getattr(d, "paths", ())])
     if output_storage_options is not None and not isinstance(output_storage_options, dict):
         checker.add("output_storage_options", "must be a mapping", output_storage_options,
                     "Use output_storage_options={'key': ..., 'secret': ...}")
@@ -226,9 +280,10 @@ def _check_arguments(checker: Checker, arguments: Any) -> None:
             text = str(item)
             for reserved in RESERVED_ARGUMENTS:
                 if text == f"--{reserved}" or text.startswith(f"--{reserved}="):
-                    checker.add(f"arguments[{position}]", "is reserved: daskprs sets it "
-                                "through ParallelRunConfig", item,
-                                f"Set {reserved} in parallel_run_config, or rename the option")
+                    checker.add(f"arguments[{position}]", "is reserved: it names a "
+                                "ParallelRunStep setting", item, _RESERVED_FIX.get(
+                                    reserved, f"Set {reserved} in parallel_run_config, or "
+                                    f"rename the option"))
         else:
             checker.add(f"arguments[{position}]", "must be a string or number",
                         type(item).__name__, "Pass str(value)")
@@ -241,8 +296,8 @@ def _size_for(checker: Checker, config: ParallelRunConfig, kind: str,
         if kind == "file":
             return parse_file_size(DEFAULT_FILES if value is None else value)
         return parse_tabular_size(DEFAULT_TABULAR if value is None else value)
-    except ValueError as exc:
-        checker.add(f"{prefix}mini_batch_size", str(exc), value,
-                    "Use a number of files such as 10" if kind == "file"
-                    else "Use bytes such as '1MB' or rows such as '5000 rows'")
+    except SizeError as exc:
+        checker.add(f"{prefix}mini_batch_size", exc.reason, value, size_fix(
+            exc, "Use a number of files such as 10" if kind == "file"
+            else "Use bytes such as '1MB' or rows such as '5000 rows'"))
         return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import numbers
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from daskprs.errors import ConfigError, Problem
@@ -77,13 +77,19 @@ class Checker:
             return False
         return True
 
-    def choice(self, parameter: str, value: Any, choices: tuple[str, ...]) -> bool:
-        """Check that ``value`` is one of ``choices`` (with a "did you mean")."""
+    def choice(self, parameter: str, value: Any, choices: tuple[str, ...],
+               aliases: Mapping[str, str] | None = None) -> bool:
+        """Check that ``value`` is one of ``choices`` (with a "did you mean").
+
+        ``aliases`` maps words users write for a choice (``csv``) to it (``delimited``),
+        for the "did you mean" where spelling alone does not find it.
+        """
         if value in choices:
             return True
         allowed = ", ".join(repr(c) for c in choices)
-        self.add(parameter, f"must be one of {allowed}", value,
-                 f"Use one of them.{did_you_mean(str(value), choices)}")
+        alias = (aliases or {}).get(str(value).lower())
+        hint = f" Did you mean {alias!r}?" if alias else did_you_mean(str(value), choices)
+        self.add(parameter, f"must be one of {allowed}", value, f"Use one of them.{hint}")
         return False
 
     def unknown_keys(self, where: str, keys: Iterable[str], known: Iterable[str]) -> None:

@@ -6,6 +6,7 @@ directory. Every problem is reported at once, each with the file and key it came
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Any
@@ -22,6 +23,9 @@ STEP_KEYS = ("name", "inputs", "side_inputs", "output", "arguments", "allow_reus
              "parallel_run_config")
 INPUT_KEYS = ("name", "type", "format", "path", "separator", "header", "dtype",
               "partition_format", "mode", "storage_options")
+_FORMAT_ALIASES = {"csv": "delimited", "tsv": "delimited", "txt": "delimited",
+                   "text": "delimited", "parq": "parquet", "pq": "parquet"}
+_LAST_PART = re.compile(r"(\.[^.\[\]]+|\[\d+\])$")
 _SIDE_INPUT = re.compile(r"\$\{\{\s*side_inputs\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
@@ -45,7 +49,8 @@ def load_step(path: str, overrides: list[str] | tuple[str, ...] = ()) -> Paralle
     def source_of(key: str) -> str:
         if key in PARAMETERS:
             key = f"parallel_run_config.{key}"
-        return f"--set {key}" if key in set_keys else f"{path}: {key}"
+        given = _set_key_for(key, set_keys)
+        return f"--set {given}" if given else f"{path}: {key}"
 
     checker = Checker(source_of)
     checker.extend(problems)
@@ -110,7 +115,12 @@ def _apply_override(data: dict[str, Any], override: str, set_keys: set[str]) -> 
                                 and parts[1] not in PARAMETERS):
         return Problem(f"--set {key}", "command line", "is not a known key", key,
                        f"Use a key of the config file.{did_you_mean(key, known)}")
-    value = yaml.safe_load(text) if text.strip() else ""
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as exc:
+        reason = getattr(exc, "problem", None) or type(exc).__name__
+        return Problem(key, f"--set {key}", f"is not a valid YAML value ({reason})", text,
+                       f"Quote it: --set '{key}={json.dumps(text)}'")
     node: Any = data
     for position, part in enumerate(parts[:-1]):
         following = parts[position + 1]
@@ -130,6 +140,19 @@ def _apply_override(data: dict[str, Any], override: str, set_keys: set[str]) -> 
                        "Check the key's path")
     set_keys.add(".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in parts)
                  .replace(".[", "["))
+    return None
+
+
+def _set_key_for(key: str, set_keys: set[str]) -> str | None:
+    """The ``--set`` key that gave ``key`` its value: the key itself or a parent of it
+    (``--set arguments=[...]`` gave ``arguments[0]``); None when the file did."""
+    while key:
+        if key in set_keys:
+            return key
+        parent = _LAST_PART.sub("", key)
+        if parent == key:
+            return None
+        key = parent
     return None
 
 
@@ -183,7 +206,8 @@ def _dataset(checker: Checker, entry: dict[str, Any], where: str, folder: str,
                 dataset = dataset.as_uri()  # type: ignore[attr-defined]
         elif kind == "tabular":
             fmt = entry.get("format", "parquet")
-            if not checker.choice(f"{where}.format", fmt, ("parquet", "delimited")):
+            if not checker.choice(f"{where}.format", fmt, ("parquet", "delimited"),
+                                  _FORMAT_ALIASES):
                 return None
             if fmt == "parquet":
                 dataset = Dataset.Tabular.from_parquet_files(path, storage_options=options)

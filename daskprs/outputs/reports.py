@@ -63,6 +63,13 @@ class LogFolder:
         write_atomic(self.output.fs if self.output.is_local else _local_fs(), self.path(name),
                      redact(text).encode("utf-8"))
 
+    def remove(self, name: str) -> None:
+        """Remove a file below ``logs/`` if it is there (and its uploaded copy)."""
+        if os.path.exists(self.path(name)):
+            os.remove(self.path(name))
+        if not self.output.is_local and self.output.fs.exists(self.output.join("logs", name)):
+            self.output.fs.rm_file(self.output.join("logs", name))
+
     def sync(self, force: bool = True) -> None:
         """Upload the local copy to the output (object storage only), at most every 10 s
         unless forced."""
@@ -130,12 +137,14 @@ def write_readme(logs: LogFolder, action: str, file_name: str) -> None:
 
 
 def write_job_result(logs: LogFolder, result: JobResult) -> None:
-    """``job_result.txt``, ``job_result.json`` and, when attempts failed, ``job_error.txt``."""
-    where = ("where to look: logs/job_error.txt (first errors), logs/user/error/<worker>.txt "
-             "(tracebacks), logs/sys/mini_batches.csv (every attempt)")
-    logs.write_text("job_result.txt", f"{result.summary()}\n{where}\n")
+    """``job_result.txt``, ``job_result.json`` and, when attempts failed, ``job_error.txt``
+    (else a ``job_error.txt`` left by an earlier run is removed: the result points to no
+    file that does not describe this job)."""
+    logs.write_text("job_result.txt", f"{result.summary()}\n{where_to_look(result)}\n")
     logs.write_text("job_result.json", json.dumps(result.to_dict(), indent=2, default=str))
-    if result.first_errors:
+    if not result.first_errors:
+        logs.remove("job_error.txt")
+    else:
         lines = []
         for error in result.first_errors:
             lines.append(f"mini-batch {error['mini_batch_id']} (input {error['input']}, items "
@@ -144,6 +153,16 @@ def write_job_result(logs: LogFolder, result: JobResult) -> None:
                          f"  {error['error']}\n"
                          f"  traceback: logs/user/error/{error['worker']}.txt\n")
         logs.write_text("job_error.txt", "\n".join(lines))
+
+
+def where_to_look(result: JobResult) -> str:
+    """The ``where to look:`` line: the log files that hold something for this job."""
+    if result.first_errors:
+        files = ("logs/job_error.txt (first errors), logs/user/error/<worker>.txt "
+                 "(tracebacks), logs/sys/mini_batches.csv (every attempt)")
+    else:
+        files = "logs/sys/mini_batches.csv (every attempt), logs/sys/client.txt (the driver's log)"
+    return f"where to look: {files}"
 
 
 def progress_line(done: int, total: int, failed_items: int, failed_batches: int) -> str:

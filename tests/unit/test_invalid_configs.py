@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 import pytest
@@ -46,6 +46,7 @@ SCRIPTS = {
     "score.py": "def init():\n    pass\n\n\ndef run(mini_batch):\n    return mini_batch\n",
     "no_run.py": "def init():\n    pass\n",
     "broken.py": "def run(mini_batch)\n    return mini_batch\n",
+    "no_parameter.py": "def init():\n    pass\n\n\ndef run():\n    return []\n",
 }
 
 
@@ -176,6 +177,17 @@ def output_is_a_file(config: dict[str, Any], root: Path) -> None:
     (root / "out").write_text("not a folder\n", encoding="utf-8")
 
 
+def nest(input_path: str, output: str, **entry: Any) -> Callable[[dict[str, Any], Path], None]:
+    """Input and output paths that overlap (the input's other keys in ``entry``)."""
+    def change(config: dict[str, Any], root: Path) -> None:
+        config["inputs"][0].update(path=input_path, **entry)
+        config["output"] = output
+        if entry.get("format") == "delimited":
+            (root / "data" / "part.csv").write_text("x,y\n1,a\n", encoding="utf-8")
+
+    return change
+
+
 def at(relative: str) -> Callable[[Path], str]:
     """A value that is a path below the project (known only when the case runs)."""
     return lambda root: str(root / relative)
@@ -186,7 +198,8 @@ class Case:
     """One invalid configuration and what its error must say.
 
     ``param``: the parameter as reported; ``via``: where the value came from (``yaml``:
-    the file and ``param``, ``set``: ``--set param``, ``cli``: the command line); ``value``:
+    the file and ``param``, ``set``: ``--set param``, ``--set KEY``: a ``--set`` of a
+    parent of ``param``, ``cli``: the command line); ``value``:
     shown with repr (a callable gets the project root); ``fix``: a fragment of the fix;
     ``kind``: ``config`` (a ConfigError listing problems) or ``single`` (one-line error
     naming an input or the output).
@@ -240,16 +253,17 @@ CASES = [
                  id="run_max_try is 0 via --set"),
     # size syntax
     pytest.param(Case(prc(mini_batch_size="1 MB"), "parallel_run_config.mini_batch_size", "1 MB",
-                      "did you mean '1MB'?"),
+                      "has a space, got '1 MB'. Did you mean '1MB'?"),
                  id="mini_batch_size with a space"),
     pytest.param(Case(prc(mini_batch_size="1.5MB"), "parallel_run_config.mini_batch_size",
-                      "1.5MB", "did you mean '1536KB'?"),
+                      "1.5MB", "takes whole numbers only, got '1.5MB'. Did you mean '1536KB'?"),
                  id="mini_batch_size with a decimal point"),
     pytest.param(Case(prc(mini_batch_size="ten rows"), "parallel_run_config.mini_batch_size",
                       "ten rows", "rows such as '5000 rows'"),
                  id="mini_batch_size in words"),
     pytest.param(Case(unchanged, "parallel_run_config.mini_batch_size", "1 MB",
-                      "did you mean '1MB'?", sets=("parallel_run_config.mini_batch_size=1 MB",),
+                      "got '1 MB'. Did you mean '1MB'?",
+                      sets=("parallel_run_config.mini_batch_size=1 MB",),
                       via="set"),
                  id="mini_batch_size with a space via --set"),
     pytest.param(Case(first_input(type="file", path="data"),
@@ -281,14 +295,28 @@ CASES = [
                       "Use --set parallel_run_config.mini_batch_size=2MB",
                       sets=("parallel_run_config.run_max_try",), via="cli"),
                  id="--set without a value"),
+    pytest.param(Case(unchanged, "parallel_run_config.append_row_separator", ",,",
+                      """Quote it: --set 'parallel_run_config.append_row_separator=",,"'""",
+                      sets=("parallel_run_config.append_row_separator=,,",), via="set"),
+                 id="--set value that is not YAML"),
+    pytest.param(Case(unchanged, "name", "[x", "is not a valid YAML value",
+                      sets=("name=[x",), via="set"),
+                 id="--set value with an unclosed bracket"),
     # arguments
     pytest.param(Case(top(arguments=["--output", "elsewhere"]), "arguments[0]", "--output",
-                      "Set output in parallel_run_config, or rename the option"),
+                      "Give the folder with the top-level output: key (YAML) or "
+                      "ParallelRunStep(output=...), or rename the option"),
                  id="reserved argument --output"),
     pytest.param(Case(top(arguments=["--model", "m.joblib", "--mini_batch_size=5"]),
                       "arguments[2]", "--mini_batch_size=5",
                       "Set mini_batch_size in parallel_run_config"),
                  id="reserved argument --mini_batch_size=5"),
+    pytest.param(Case(unchanged, "arguments[0]", "--output", "or rename the option",
+                      sets=("arguments=[--output, elsewhere]",), via="--set arguments"),
+                 id="reserved argument via --set arguments"),
+    pytest.param(Case(unchanged, "arguments[1]", True, "Quote it",
+                      sets=("arguments.1=true",), via="--set arguments[1]"),
+                 id="bool argument via --set arguments.1"),
     pytest.param(Case(top(arguments=["model.joblib", "--model"]), "arguments[0]",
                       "model.joblib", "Start the list with an option name such as '--model'"),
                  id="first argument is not an option"),
@@ -323,9 +351,28 @@ CASES = [
     pytest.param(Case(prc(entry_script="broken.py"), "parallel_run_config.entry_script",
                       "broken.py", "is not valid Python"),
                  id="entry script with a syntax error"),
+    pytest.param(Case(prc(entry_script="no_parameter.py"), "parallel_run_config.entry_script",
+                      "no_parameter.py", "defines run() without a parameter at line 5, got "
+                      "'no_parameter.py'. Define it as 'def run(mini_batch):'"),
+                 id="entry script whose run takes no parameter"),
     pytest.param(Case(prc(source_directory="missing_src"), "parallel_run_config.source_directory",
                       at("missing_src"), "Create the folder or fix the path"),
                  id="missing source_directory"),
+    # where it runs
+    pytest.param(Case(prc(compute_target="localhost:8786x"), "parallel_run_config.compute_target",
+                      "localhost:8786x", "has the port '8786x', which is not a number from 1 to "
+                      "65535, got 'localhost:8786x'. Use compute_target='tcp://127.0.0.1:8786' "
+                      "(host:port is read as tcp://host:port)."),
+                 id="compute_target with a bad port"),
+    pytest.param(Case(prc(compute_target="http://scheduler:8786"),
+                      "parallel_run_config.compute_target", "http://scheduler:8786",
+                      "Did you mean compute_target='tcp://scheduler:8786'?"),
+                 id="compute_target with an http scheme"),
+    pytest.param(Case(unchanged, "parallel_run_config.compute_target", "tcp://scheduler",
+                      "has no port, got 'tcp://scheduler'. Did you mean "
+                      "compute_target='tcp://scheduler:8786'?",
+                      sets=("parallel_run_config.compute_target=tcp://scheduler",), via="set"),
+                 id="compute_target without a port via --set"),
     # output options
     pytest.param(Case(prc(output_action="append_rows"), "parallel_run_config.output_action",
                       "append_rows", "Did you mean 'append_row'?"),
@@ -369,6 +416,9 @@ CASES = [
     pytest.param(Case(first_input(format="delimeted"), "inputs[0].format", "delimeted",
                       "Did you mean 'delimited'?"),
                  id="bad input format"),
+    pytest.param(Case(first_input(format="csv"), "inputs[0].format", "csv",
+                      "Use one of them. Did you mean 'delimited'?"),
+                 id="input format csv"),
     pytest.param(Case(first_input(path="data/missing-*.parquet"), "input 'table'",
                       at("data/missing-*.parquet"), "Check the path", kind="single"),
                  id="input path matches nothing"),
@@ -384,6 +434,22 @@ CASES = [
     pytest.param(Case(output_is_a_file, "output", at("out"), "Give a folder path for output",
                       kind="single"),
                  id="output is a file"),
+    # output and inputs apart
+    pytest.param(Case(nest("data", "data/out"), "output", at("data/out"),
+                      "is inside input 'table' ("),
+                 id="output inside the input folder"),
+    pytest.param(Case(nest("data", "data/out", format="delimited"), "output", at("data/out"),
+                      "each run would read its own output as input"),
+                 id="output inside a CSV input folder"),
+    pytest.param(Case(nest("data/**/*.parquet", "data/out"), "output", at("data/out"),
+                      "each run would read its own output as input"),
+                 id="output below a recursive glob"),
+    pytest.param(Case(nest("data/*", "data/out"), "output", at("data/out"),
+                      "each run would read its own output as input"),
+                 id="output matched by a glob"),
+    pytest.param(Case(nest("data/part.parquet", "data"), "output", at("data"),
+                      "the job would rewrite what it reads, got"),
+                 id="input inside the output"),
 ]
 
 
@@ -392,6 +458,8 @@ def expected_source(case: Case, config_path: Path) -> str:
         return f"{config_path}: {case.param}"
     if case.via == "set":
         return f"--set {case.param}"
+    if case.via.startswith("--set "):
+        return case.via
     return "command line"
 
 
@@ -524,3 +592,152 @@ def test_step_problems_are_reported_together_with_parallel_run_config_problems(
     assert result.stderr.splitlines()[0] == "error: invalid configuration, 3 problems:"
     assert no_cluster.calls == []
     assert not (tmp_path / "out").exists()
+
+
+def test_validate_refuses_a_run_that_takes_no_parameter(tmp_path: Path,
+                                                       no_cluster: Sentinel) -> None:
+    """``daskprs validate`` reads run()'s signature from the syntax tree: ``def run():``
+    would fail every mini-batch with a TypeError."""
+    make_project(tmp_path)
+    config = copy.deepcopy(BASE_CONFIG)
+    config["parallel_run_config"]["entry_script"] = "no_parameter.py"
+    config_path = write_config(tmp_path, config)
+
+    result = invoke("validate", config_path)
+
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert problem_lines(result) == [
+        f"  - parallel_run_config.entry_script ({config_path}: "
+        f"parallel_run_config.entry_script): defines run() without a parameter at line 5, "
+        f"got 'no_parameter.py'. Define it as 'def run(mini_batch):' (or 'def run(mini_batch, "
+        f"mini_batch_context):' for the context)."]
+
+
+@pytest.mark.parametrize(("address", "says"), [
+    pytest.param("localhost:8786x", "has the port '8786x', which is not a number from 1 to "
+                 "65535, got 'localhost:8786x'. Use --scheduler tcp://127.0.0.1:8786 (host:port "
+                 "is read as tcp://host:port).", id="a port with a letter"),
+    pytest.param("scheduler", "has no port, got 'scheduler'. Did you mean --scheduler "
+                 "tcp://scheduler:8786?", id="a host without a port"),
+    pytest.param("tcp://127.0.0.1:99999", "has the port '99999'", id="a port above 65535"),
+    pytest.param("127.0.0.1:", "has the port ''", id="an empty port"),
+    pytest.param("htp://127.0.0.1:8786", "has the scheme 'htp', which is not a Dask comm",
+                 id="a misspelled scheme"),
+])
+def test_a_scheduler_that_is_not_an_address_is_refused_before_any_cluster(
+        tmp_path: Path, no_cluster: Sentinel, address: str, says: str) -> None:
+    make_project(tmp_path)
+    config_path = write_config(tmp_path, BASE_CONFIG)
+    before = snapshot(tmp_path)
+
+    result = CliRunner().invoke(main, ["run", str(config_path), "--scheduler", address])
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[0] == "error: invalid configuration, 1 problem:"
+    assert problem_lines(result)[0].startswith("  - --scheduler (command line): " + says)
+    assert no_cluster.calls == []
+    assert snapshot(tmp_path) == before
+
+
+def test_a_bad_scheduler_is_reported_with_the_config_problems(
+        tmp_path: Path, no_cluster: Sentinel) -> None:
+    make_project(tmp_path)
+    config_path = write_config(tmp_path, BASE_CONFIG)
+
+    result = CliRunner().invoke(main, ["run", str(config_path), "--scheduler", "host:x",
+                                       "--set", "parallel_run_config.run_max_try=0"])
+
+    assert result.exit_code == 2
+    assert [line.split(" (")[0] for line in problem_lines(result)] == [
+        "  - --scheduler", "  - parallel_run_config.run_max_try"]
+
+
+class RefusingClient:
+    """Stands in for ``distributed.Client``: records the address, reaches nothing."""
+
+    addresses: ClassVar[list[str]] = []
+
+    def __init__(self, address: Any, **kwargs: Any) -> None:
+        RefusingClient.addresses.append(address)
+        raise OSError("nothing listens there (test)")
+
+
+@pytest.fixture
+def refusing_scheduler(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The real ``connect``, with a Client that reaches no scheduler and a LocalCluster
+    that must not start."""
+    import daskprs.cluster
+
+    sentinel = Sentinel()
+    monkeypatch.setattr(daskprs.cluster, "Client", RefusingClient)
+    monkeypatch.setattr(daskprs.cluster, "LocalCluster", sentinel.fake("LocalCluster"))
+    RefusingClient.addresses = []
+    yield RefusingClient.addresses
+    assert sentinel.calls == [], "an embedded LocalCluster was started"
+
+
+@pytest.mark.parametrize("how", ["--scheduler", "compute_target"])
+def test_a_host_port_address_is_read_as_tcp_not_as_a_local_cluster(
+        tmp_path: Path, refusing_scheduler: list[str], how: str) -> None:
+    make_project(tmp_path)
+    config_path = write_config(tmp_path, BASE_CONFIG)
+    args = (["--scheduler", "127.0.0.1:8786"] if how == "--scheduler"
+            else ["--set", "parallel_run_config.compute_target=127.0.0.1:8786"])
+
+    result = CliRunner().invoke(main, ["run", str(config_path), "--no-progress", *args])
+
+    assert refusing_scheduler == ["tcp://127.0.0.1:8786"], result.output
+    assert result.exit_code == 2, result.output
+    assert "error: scheduler 'tcp://127.0.0.1:8786' cannot be reached" in result.stderr
+
+
+def test_an_output_inside_the_input_folder_names_both_and_a_place_beside_it(
+        tmp_path: Path, no_cluster: Sentinel) -> None:
+    make_project(tmp_path)
+    config = copy.deepcopy(BASE_CONFIG)
+    nest("data", "data/out")(config, tmp_path)
+    config_path = write_config(tmp_path, config)
+
+    result = invoke("validate", config_path)
+
+    assert result.exit_code == 2
+    assert problem_lines(result) == [
+        f"  - output ({config_path}: output): is inside input 'table' ({str(tmp_path / 'data')!r})"
+        f": each run would read its own output as input, got {str(tmp_path / 'data/out')!r}. "
+        f"Use an output folder outside {str(tmp_path / 'data')!r}, e.g. "
+        f"{str(tmp_path / 'data-out')!r}."]
+
+
+@pytest.mark.parametrize(("input_path", "output"), [
+    pytest.param("data/*.parquet", "data/scored", id="a glob that stops above the output"),
+    pytest.param("data", "data/_scored", id="an _output a folder input skips"),
+    pytest.param("data/part.parquet", "data/scored", id="one file beside the output"),
+    pytest.param("data", "data-scored", id="a sibling whose name starts alike"),
+])
+def test_an_output_the_inputs_never_read_is_accepted(
+        tmp_path: Path, no_cluster: Sentinel, input_path: str, output: str) -> None:
+    make_project(tmp_path)
+    config = copy.deepcopy(BASE_CONFIG)
+    nest(input_path, output)(config, tmp_path)
+
+    result = invoke("validate", write_config(tmp_path, config))
+
+    assert result.exit_code == 0, result.output
+
+
+def test_an_output_given_with_set_inside_the_input_folder_is_blamed_on_set(
+        tmp_path: Path, no_cluster: Sentinel, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_project(tmp_path)
+    config = copy.deepcopy(BASE_CONFIG)
+    config["inputs"][0]["path"] = "data"
+    config_path = write_config(tmp_path, config)
+    monkeypatch.chdir(tmp_path)  # paths given with --set are relative to the current folder
+
+    result = invoke("run", config_path, ("output=data/out",))
+
+    assert result.exit_code == 2, result.output
+    assert problem_lines(result)[0].startswith(
+        f"  - output (--set output): is inside input 'table' ({str(tmp_path / 'data')!r})")
+    assert no_cluster.calls == []
+    assert not (tmp_path / "data" / "out").exists()
