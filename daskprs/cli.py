@@ -70,6 +70,8 @@ def run(config: str, overrides: tuple[str, ...], scheduler: str | None, progress
         click.echo("Canceled: interrupted; committed mini-batches are kept.", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except DaskprsError as exc:
+        if getattr(exc, "job_result", None) is not None:  # the job ran: show its counts
+            click.echo(redact(exc.job_result.summary()))
         click.echo(redact(f"error: {exc}"), err=True)
         sys.exit(exc.exit_code)
     except Exception:
@@ -151,6 +153,9 @@ def _cancel_on_signals() -> None:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if received:
+            from daskprs.interrupts import say_last_words
+
+            say_last_words()
             os._exit(EXIT_INTERRUPTED)
         received.append(signum)
         raise KeyboardInterrupt

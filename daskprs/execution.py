@@ -49,7 +49,8 @@ def run_on_cluster(spec: JobSpec, plan: Plan, inputs: list[Any], todo: Iterator[
         client = connection.client
         if client.dashboard_link:
             logger.info("Dask dashboard: %s", client.dashboard_link)
-            sink.progress.note(f"Dask dashboard: {client.dashboard_link}")
+            if not _shown_on_a_stream(logger, logging.INFO):
+                sink.progress.note(f"Dask dashboard: {client.dashboard_link}")
         if not connection.local:
             output = Location(spec.output_url, spec.output_storage_options)
             check_reachable(client, output, input_roots(inputs))
@@ -64,6 +65,21 @@ def run_on_cluster(spec: JobSpec, plan: Plan, inputs: list[Any], todo: Iterator[
         finally:
             with contextlib.suppress(Exception):
                 client.unregister_worker_plugin(owned_spec.plugin_name)
+
+
+def _shown_on_a_stream(log: logging.Logger, level: int) -> bool:
+    """Whether a record of ``level`` on ``log`` reaches a terminal-like stream handler (so
+    the dashboard link is not shown twice)."""
+    if not log.isEnabledFor(level):
+        return False
+    current: logging.Logger | None = log
+    while current is not None:
+        for handler in current.handlers:
+            if (isinstance(handler, logging.StreamHandler)
+                    and not isinstance(handler, logging.FileHandler) and handler.level <= level):
+                return True
+        current = current.parent if current.propagate else None
+    return False
 
 
 def remove_stale_runs(client: Any, run_ids: tuple[str, ...]) -> None:

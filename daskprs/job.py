@@ -22,7 +22,7 @@ from daskprs import commit as commit_protocol
 from daskprs.cluster import starts_local_cluster
 from daskprs.commit import StateStore
 from daskprs.datasets import FileDataset, TabularDataset
-from daskprs.errors import InputError
+from daskprs.errors import InputError, OutputError
 from daskprs.failures import FailureCounter
 from daskprs.fingerprint import job_fingerprint
 from daskprs.inputs.files import plan_files
@@ -30,6 +30,7 @@ from daskprs.inputs.listing import listing_digest
 from daskprs.inputs.plan import Plan
 from daskprs.inputs.side import list_side_inputs
 from daskprs.inputs.tabular import plan_tabular
+from daskprs.interrupts import last_words
 from daskprs.outputs.assemble import OrderedAssembler, ParquetAssembler, make_assembler
 from daskprs.outputs.guard import OutputLock, check_output_is_ours
 from daskprs.outputs.reports import AttemptTable, LogFolder, write_job_result, write_readme
@@ -52,6 +53,8 @@ if TYPE_CHECKING:  # step.run() calls into this module
     from daskprs.step import ParallelRunStep
 
 logger = logging.getLogger("daskprs")
+UNFINISHED = ("the job did not end (its process was killed, or Ctrl-C was pressed twice); "
+              "run it again: committed mini-batches are kept")
 
 
 @dataclass
@@ -125,14 +128,27 @@ def _warn_small_batches(step: ParallelRunStep, plan: Plan) -> None:
 
 def run_step(step: ParallelRunStep, client: Any = None, progress: bool = True) -> JobResult:
     """Run a step end to end; see :meth:`ParallelRunStep.run`."""
+    clock = time.perf_counter()
     prepared = prepare(step)
     state = StateStore(prepared.output)
     previous = state.read_job()
     same = previous is not None and previous.get("fingerprint") == prepared.fingerprint
-    if step.allow_reuse and same and previous and previous.get("status") == COMPLETED:
+    reusable = step.allow_reuse and same and previous and previous.get("status") == COMPLETED
+    result, changed = None, ""
+    if reusable:
+        try:
+            result = JobResult.load(prepared.output.url, prepared.output.storage_options)
+            changed = result.output_changed()
+        except (OutputError, ValueError) as exc:
+            changed = f"its job result cannot be read ({exc})"
+    if changed:
+        logger.warning("not reusing the completed job %s: %s; running it again",
+                       previous.get("run_id") if previous else None, changed)
+    if result is not None and not changed:
         logger.info("reusing the completed job %s: same fingerprint", previous.get("run_id"))
-        result = JobResult.load(prepared.output.url, prepared.output.storage_options)
         result.reused = True
+        result.mini_batches["reused"] = result.mini_batches.get("total", 0)
+        result.seconds = round(time.perf_counter() - clock, 3)
         return result
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     lock = OutputLock(prepared.output, run_id)
@@ -185,14 +201,20 @@ def _execute(prepared: PreparedJob, logs: LogFolder, run_id: str, client: Any,
     counter = FailureCounter(total, config.error_threshold, config.allowed_failed_count,
                              config.allowed_failed_percent)
     assembler = make_assembler(config.output_action, prepared.output,
-                               config.append_row_file_name, total)
+                               config.append_row_file_name, total, run_id)
     write_readme(logs, config.output_action, config.append_row_file_name)
     status, reason = CANCELED, "interrupted (Ctrl-C or SIGTERM)"
     runs = [*earlier, run_id]
-    with AttemptTable(logs, run_id) as table, \
+
+    def canceled_at_once() -> None:  # a second Ctrl-C: no finally block will run
+        write_job_result(logs, _job_result(prepared, run_id, started, clock, CANCELED,
+                                           UNFINISHED, counter, assembler))
+
+    with last_words(canceled_at_once), AttemptTable(logs, run_id) as table, \
             open(logs.path("job_progress_overview.txt"), "a", encoding="utf-8") as overview:
         progress = make_progress(total, show_progress)
         sink = RecordSink(counter, assembler, table, progress, overview)
+        failure: Exception | None = None
         try:
             committed = _committed_records(state, plan, earlier)
             for record in committed.values():
@@ -206,6 +228,7 @@ def _execute(prepared: PreparedJob, logs: LogFolder, run_id: str, client: Any,
                 status = FAILED if reason else COMPLETED
         except Exception as exc:
             status, reason = FAILED, f"{type(exc).__name__}: {exc}"
+            failure = exc
             raise
         finally:
             progress.close()
@@ -214,7 +237,22 @@ def _execute(prepared: PreparedJob, logs: LogFolder, run_id: str, client: Any,
                                  assembler)
             write_job_result(logs, result)
             state.write_job(prepared.fingerprint, status, run_id, runs)
+            if status == COMPLETED:
+                assembler.prune()  # the job result names the new output now
+            if failure is not None:
+                with contextlib.suppress(AttributeError):
+                    failure.job_result = result  # type: ignore[attr-defined]
     return result
+
+
+def _item_counts(counter: FailureCounter, plan: Plan) -> dict[str, int]:
+    """Item counts; the total is never lower than the items the plan knows of (a job that
+    ended before all its mini-batches reported still says how many items it had)."""
+    items = dict(counter.items)
+    planned = plan.total_items
+    if planned is not None and planned > items["total"]:
+        items["total"] = planned
+    return items
 
 
 def _nothing_succeeded(counter: FailureCounter) -> str:
@@ -307,13 +345,14 @@ def _job_result(prepared: PreparedJob, run_id: str, started: datetime, clock: fl
     elif prepared.plan.meta is not None:
         columns = [str(c) for c in prepared.plan.meta.columns]
     output = {"url": prepared.output.url, "action": config.output_action,
-              "file": config.append_row_file_name, "separator": config.append_row_separator}
+              "file": config.append_row_file_name, "separator": config.append_row_separator,
+              **(assembler.published() if status == COMPLETED else {})}
     result = JobResult(
         status=status, reused=False, run_id=run_id, fingerprint=prepared.fingerprint,
         started=started.isoformat(timespec="seconds"),
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         seconds=round(time.perf_counter() - clock, 3), mini_batches=dict(counter.mini_batches),
-        items=dict(counter.items), attempts=dict(counter.attempts),
+        items=_item_counts(counter, prepared.plan), attempts=dict(counter.attempts),
         thresholds=counter.thresholds(), first_errors=list(counter.first_errors),
         columns=columns, output=output, daskprs_version=__version__,
         description=config.description, reason=reason)

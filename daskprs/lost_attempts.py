@@ -1,8 +1,11 @@
 """Attempts lost with their worker, told apart from the events attempts send.
 
 Each attempt sends a scheduler event as it starts (:func:`daskprs.worker.wrapper.event_topic`).
-When a mini-batch's record arrives, the started attempts of other executions of its task
-(the worker died under them) become ``worker_lost`` rows before the record's own attempts.
+When a mini-batch's record arrives, the attempt that another execution of its task was
+running when that execution's worker was lost (the execution's last started attempt)
+becomes a ``worker_lost`` row before the record's own attempts. Attempts such an execution
+had finished left no commit (a task commits once, at its end): they are run again and not
+listed, as their outcome never reached the output.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class AttemptLedger:
     def __init__(self, finished: Callable[[str], bool]) -> None:
         self.finished = finished
         self.started: dict[str, list[dict[str, Any]]] = {}
+        self.latest: dict[str, tuple[str, int]] = {}  # execution -> its last attempt
         self.lock = threading.Lock()
 
     def on_event(self, event: Any) -> None:
@@ -35,6 +39,7 @@ class AttemptLedger:
         if not isinstance(message, dict) or "id" not in message:
             return
         with self.lock:
+            self.latest[message.get("execution", "")] = (message["id"], message.get("attempt"))
             if not self.finished(message["id"]):
                 self.started.setdefault(message["id"], []).append(message)
 
@@ -42,14 +47,20 @@ class AttemptLedger:
         """Attempts of a mini-batch started by executions other than ``execution``."""
         with self.lock:
             events = self.started.get(mini_batch_id, [])
-            return [e for e in events if e.get("execution") != execution]
+            return [e for e in events if self._in_flight(e, execution)]
+
+    def _in_flight(self, event: dict[str, Any], execution: str | None) -> bool:
+        """Whether ``event`` is the attempt another execution was running at its end."""
+        other = event.get("execution")
+        return other != execution and self.latest.get(other or "") == (
+            event["id"], event.get("attempt"))
 
     def merge(self, record: dict[str, Any]) -> dict[str, Any]:
         """The record with its lost attempts first, its own attempts numbered after them."""
         with self.lock:
             events = self.started.pop(record["id"], [])
-        lost = sorted((e for e in events if e.get("execution") != record.get("execution")),
-                      key=lambda e: e.get("start_utc", ""))
+            lost = sorted((e for e in events if self._in_flight(e, record.get("execution"))),
+                          key=lambda e: e.get("start_utc", ""))
         if not lost or record.get("reused"):
             return record
         rows = [lost_row(event, number, record.get("items", 0))

@@ -114,9 +114,37 @@ class JobResult:
                 return pd.read_csv(handle, sep=self.output.get("separator", " "), header=None,
                                    keep_default_na=False, na_values=[""])
         if action == "parquet":
-            return pd.read_parquet(location.join("data"), filesystem=location.fs)
+            return _read_parquet_output(location, self.output.get("manifest"))
         raise OutputError("output_action 'summary_only' writes no output to read; the entry "
                           "script's own files are in the output folder")
+
+    def output_changed(self, storage_options: dict[str, Any] | None = None) -> str:
+        """Why the published output no longer is what this job published ('' when it is):
+        the reuse check. Sizes and versions (mtime or ETag) recorded at publishing are
+        compared; nothing is read."""
+        options = storage_options if storage_options is not None else getattr(
+            self, "_storage_options", {})
+        location = Location(self.output["url"], options)
+        fs = location.fs
+        published, manifest = self.output.get("published"), self.output.get("manifest")
+        try:
+            if published is not None:
+                info = fs.info(location.join(self.output["file"]))
+                version = info.get("ETag") or info.get("etag") or info.get("mtime") or \
+                    info.get("last_modified") or info.get("LastModified") or ""
+                if (int(info.get("size") or 0), str(version)) != (published["size"],
+                                                                   published["version"]):
+                    return f"its output {self.output['file']} was changed after it was written"
+            if manifest is not None:
+                listed = json.loads(fs.cat_file(location.join(manifest)))
+                sizes = {info["name"].rstrip("/").rsplit("/", 1)[-1]: int(info.get("size") or 0)
+                         for info in fs.ls(location.join("data"), detail=True)}
+                for name, size in zip(listed["parts"], listed["sizes"], strict=True):
+                    if sizes.get(name) != size:
+                        return f"its output part data/{name} was deleted or changed"
+        except FileNotFoundError as exc:
+            return f"its output was deleted ({exc})"
+        return ""
 
     def plot_timeline(self, path: str | None = None) -> Any:
         """The job's attempts as a timeline: one row per worker, one bar per attempt.
@@ -191,3 +219,14 @@ class JobResult:
                 ("logs", f"{self.output.get('url')}/logs")]
         rows += [("error", f"{e['mini_batch_id']}: {e['error']}") for e in self.first_errors[:5]]
         return rows
+
+
+def _read_parquet_output(location: Location, manifest: str | None) -> pd.DataFrame:
+    """The parts a manifest names, in order (older outputs: the whole ``data/`` folder)."""
+    if manifest is None:
+        return pd.read_parquet(location.join("data"), filesystem=location.fs)
+    listed = json.loads(location.fs.cat_file(location.join(manifest)))
+    paths = [location.join("data", name) for name in listed["parts"]]
+    if not paths:
+        return pd.DataFrame()
+    return pd.read_parquet(paths, filesystem=location.fs)

@@ -9,9 +9,9 @@ Failed and canceled jobs discard.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
-import uuid
 from typing import Any
 
 import pyarrow as pa
@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from daskprs.commit import STATE_DIR, BundleReader
-from daskprs.storage import AtomicWriter, Location
+from daskprs.storage import AtomicWriter, Location, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,15 @@ class OrderedAssembler:
     def commit(self) -> None:
         """Publish the output."""
 
+    def published(self) -> dict[str, Any]:
+        """What :meth:`commit` published, for ``job_result.json`` (readers and the reuse
+        check trust exactly this)."""
+        return {}
+
+    def prune(self) -> None:
+        """After the job result names the new output: remove what only the previous one
+        used."""
+
     def discard(self) -> None:
         """Drop what was written; a previous output stays."""
 
@@ -81,21 +90,34 @@ class AppendRowAssembler(OrderedAssembler):
         """Rename (local) or complete the upload (object storage)."""
         self.writer.commit()
 
+    def published(self) -> dict[str, Any]:
+        """The file's size and version (mtime or ETag) right after it was published."""
+        return {"published": file_version(self.fs, self.writer.path)}
+
     def discard(self) -> None:
         """Remove the partial file."""
         self.writer.discard()
 
 
 class ParquetAssembler(OrderedAssembler):
-    """Collect result parts; publish ``data/part-NNNNN.parquet`` with one unified schema."""
+    """Collect result parts; publish ``data/part-NNNNN-<run>.parquet`` with one unified
+    schema, and a manifest ``data/_manifest-<run>.json`` naming them.
 
-    def __init__(self, output: Location, total: int) -> None:
+    Part names are new for every run, and the parts of the previous output are removed only
+    after the job result names the new manifest (:meth:`prune`): a reader of the job result
+    sees the old output or the new one, whenever the job is killed, on any filesystem.
+    """
+
+    def __init__(self, output: Location, total: int, run_id: str = "") -> None:
         super().__init__(output, total)
         self.fs = output.fs
+        self.run_id = run_id
         self.width = max(5, len(str(total)))
         self.parts: list[tuple[int, dict[str, Any], pa.Schema]] = []
         self.schema: pa.Schema | None = None
         self.rejected: list[dict[str, Any]] = []
+        self.names: list[str] = []
+        self.sizes: list[int] = []
 
     def _write(self, record: dict[str, Any]) -> None:
         schema = pq.read_schema(io.BytesIO(self.bundles.payload(record)))
@@ -119,24 +141,35 @@ class ParquetAssembler(OrderedAssembler):
         return rejected
 
     def commit(self) -> None:
-        """Write the parts (cast to the unified schema where needed), then swap them in."""
+        """Write the parts (cast to the unified schema where needed), then the manifest."""
         data = self.output.join("data")
-        local = isinstance(self.fs, LocalFileSystem)
-        target = self.output.join(STATE_DIR, "assembly", f"data-{uuid.uuid4().hex[:8]}") \
-            if local else data
-        names = set()
         for index, record, schema in self.parts:
-            name = f"part-{index:0{self.width}d}.parquet"
-            names.add(name)
-            self._place(record, f"{target}/{name}", schema)
-        if local:
-            _swap_folder(target, data)
-        else:
-            for stale in self.fs.ls(data, detail=False) if self.fs.exists(data) else []:
-                if stale.rsplit("/", 1)[-1] not in names:
-                    self.fs.rm_file(stale)
+            name = f"part-{index:0{self.width}d}-{self.run_id}.parquet"
+            size = self._place(record, f"{data}/{name}", schema)
+            self.names.append(name)
+            self.sizes.append(size)
+        write_atomic(self.fs, f"{data}/{self.manifest_name}", json.dumps(
+            {"run_id": self.run_id, "parts": self.names, "sizes": self.sizes}).encode())
 
-    def _place(self, record: dict[str, Any], destination: str, schema: pa.Schema) -> None:
+    @property
+    def manifest_name(self) -> str:
+        """The manifest's file name within ``data/``."""
+        return f"_manifest-{self.run_id}.json"
+
+    def published(self) -> dict[str, Any]:
+        """The manifest that names the parts."""
+        return {"manifest": f"data/{self.manifest_name}"}
+
+    def prune(self) -> None:
+        """Remove every file of ``data/`` that the new manifest does not name."""
+        data = self.output.join("data")
+        keep = {*self.names, self.manifest_name}
+        stale = [path for path in self.fs.ls(data, detail=False)
+                 if path.rstrip("/").rsplit("/", 1)[-1] not in keep]
+        if stale:
+            self.fs.rm(stale)
+
+    def _place(self, record: dict[str, Any], destination: str, schema: pa.Schema) -> int:
         data = self.bundles.payload(record)
         if self.schema is not None and not schema.equals(self.schema):
             buffer = io.BytesIO()
@@ -148,30 +181,26 @@ class ParquetAssembler(OrderedAssembler):
                 handle.write(data)
         else:
             self.fs.pipe_file(destination, data)
+        return len(data)
 
 
 def _one_line(schema: pa.Schema) -> str:
     return ", ".join(f"{field.name}: {field.type}" for field in schema)
 
 
-def _swap_folder(new: str, final: str) -> None:
-    os.makedirs(new, exist_ok=True)
-    old = None
-    if os.path.exists(final):
-        old = f"{new}-old"
-        os.replace(final, old)
-    os.replace(new, final)
-    if old is not None:
-        import shutil
-
-        shutil.rmtree(old, ignore_errors=True)
+def file_version(fs: Any, path: str) -> dict[str, Any]:
+    """Size and version (mtime or ETag) of a published file, as the reuse check compares."""
+    info = fs.info(path)
+    version = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get(
+        "last_modified") or info.get("LastModified") or ""
+    return {"size": int(info.get("size") or 0), "version": str(version)}
 
 
 def make_assembler(action: str, output: Location, file_name: str,
-                   total: int) -> OrderedAssembler:
+                   total: int, run_id: str = "") -> OrderedAssembler:
     """The assembler for an ``output_action``."""
     if action == "append_row":
         return AppendRowAssembler(output, total, file_name)
     if action == "parquet":
-        return ParquetAssembler(output, total)
+        return ParquetAssembler(output, total, run_id)
     return OrderedAssembler(output, total)

@@ -820,6 +820,26 @@ def test_an_interrupted_job_exits_130_canceled_and_keeps_its_committed_mini_batc
     assert output_lines(out) == ids_text(range(600))
 
 
+def test_a_second_ctrl_c_exits_at_once_and_still_leaves_a_canceled_job_result(
+        cli, tmp_path, make_parquet, write_script):
+    data = make_rows(make_parquet, tmp_path / "data", 600)
+    source = write_script(tmp_path, SLOW_SCRIPT.format(seconds=0.1))
+    out = tmp_path / "out"
+    config = write_config(tmp_path, source, data, out, mini_batch_size="10 rows")
+
+    proc = cli.start(config)
+    cli.wait_for(proc, lambda: len(committed_ids(out)) >= 5, "5 mini-batches committed")
+    cli.signal(proc, signal.SIGINT, group=False)
+    cli.signal(proc, signal.SIGINT, group=False)
+    code = cli.wait_gone(proc)
+
+    assert code == 130
+    assert first_line(out) == "Canceled"
+    assert job_json(out)["status"] == "Canceled"
+    assert job_json(out)["mini_batches"]["total"] == 60
+    assert not (out / "parallel_run_step.txt").exists()
+
+
 # ---------------------------------------------------------------- 8. inline
 
 def test_inline_gives_the_clusters_output_and_runs_init_in_the_calling_process(

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import csv
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from daskprs import Dataset, ParallelRunConfig, ParallelRunStep
 
@@ -116,3 +119,70 @@ def test_a_job_whose_mini_batches_all_return_nothing_completes_with_a_warning(
     models = sorted(p.name for p in (tmp_path / "out").glob("*.model"))
     assert models == sorted(f"input0-{i}.model" for i in range(10))
     assert any("no rows were returned" in r.getMessage() for r in caplog.records)
+
+
+INIT_FAILS = """
+def init():
+    raise RuntimeError("no model here")
+
+def run(mini_batch):
+    return mini_batch["id"].tolist()
+"""
+
+
+def cli_config(tmp_path: Path, make_parquet: Any, write_script: Any, body: str) -> Path:
+    make_parquet(tmp_path / "data", files=1, rows_per_file=200, row_group_size=200)
+    source = write_script(tmp_path, body)
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "trust", "inputs": [{"name": "input0", "type": "tabular", "format": "parquet",
+                                     "path": str(tmp_path / "data")}],
+        "output": str(tmp_path / "out"),
+        "parallel_run_config": {"source_directory": str(source), "entry_script": "score.py",
+                                "mini_batch_size": "20 rows"}}), encoding="utf-8")
+    return config
+
+
+def daskprs_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "daskprs", *args], capture_output=True,
+                          text=True, cwd=cwd, stdin=subprocess.DEVNULL, timeout=300,
+                          check=False)
+
+
+def test_init_failing_everywhere_prints_the_job_counts_on_stdout(
+        client, tmp_path, make_parquet, write_script):
+    config = cli_config(tmp_path, make_parquet, write_script, INIT_FAILS)
+
+    done = daskprs_cli("run", str(config), "--no-progress", "--scheduler",
+                       client.scheduler.address, cwd=tmp_path)
+
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.splitlines()[0] == "Failed"
+    assert "items: 0 succeeded, 0 failed, of 200" in done.stdout
+    assert "RuntimeError: no model here" in done.stderr
+
+
+def test_a_reused_job_says_every_mini_batch_was_reused_and_its_own_time(
+        client, tmp_path, make_parquet, write_script):
+    step = step_over(tmp_path, make_parquet, write_script, "def run(mini_batch):\n"
+                     "    return mini_batch['id'].tolist()\n")
+    first = step.run(client=client, progress=False)
+    assert first.status == "Completed"
+
+    again = step.run(client=client, progress=False)
+
+    assert again.reused
+    assert again.mini_batches == {"total": 10, "succeeded": 10, "failed": 0, "reused": 10}
+    assert again.run_id == first.run_id
+    assert again.seconds < first.seconds
+    assert "10 reused, of 10" in again.summary()
+
+
+def test_the_dashboard_link_is_printed_once(tmp_path, make_parquet, write_script):
+    config = cli_config(tmp_path, make_parquet, write_script,
+                        "def run(mini_batch):\n    return mini_batch['id'].tolist()\n")
+
+    done = daskprs_cli("run", str(config), cwd=tmp_path)  # the embedded cluster has one
+
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("Dask dashboard: http") == 1, done.stderr
