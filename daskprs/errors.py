@@ -8,7 +8,8 @@
     ├── InputError                    exit 2: an input matches nothing or cannot be read
     ├── OutputError                   exit 2: the output folder cannot be used
     ├── ClusterError                  exit 2: the cluster cannot be reached or used
-    │   └── InitFailedError           exit 1: init() failed on every worker
+    │   ├── InitFailedError           exit 1: init() failed on every worker
+    │   └── ClusterLostError          exit 1: the scheduler or every worker was lost mid-job
     └── JobFailedError                exit 1: the job ran and failed
 
 A failing mini-batch is not an exception: it is a record. Only the job's failure
@@ -107,6 +108,13 @@ class ClusterError(DaskprsError):
 
 class InitFailedError(ClusterError):
     """``init()`` failed on every worker, so no mini-batch can run (the job failed)."""
+
+    exit_code = EXIT_FAILED
+
+
+class ClusterLostError(ClusterError):
+    """The scheduler, or every worker for too long, was lost while the job ran (the job
+    failed; a rerun resumes from the committed mini-batches)."""
 
     exit_code = EXIT_FAILED
 

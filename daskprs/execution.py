@@ -22,7 +22,7 @@ from typing import Any
 from daskprs.cluster import connect
 from daskprs.commit import StateStore, task_name
 from daskprs.datasets import TabularDataset
-from daskprs.errors import ClusterError, InitFailedError
+from daskprs.errors import ClusterError, ClusterLostError, InitFailedError
 from daskprs.inputs.plan import MiniBatch, Plan
 from daskprs.lost_attempts import MAX_WORKER_LOSSES, AttemptLedger
 from daskprs.reachability import check_reachable
@@ -143,17 +143,36 @@ class _Health:
         return workers
 
     def check_workers(self) -> None:
-        """Fail when the cluster has had no worker for ``NO_WORKER_SECONDS``."""
+        """Fail when the cluster has had no worker for :func:`no_worker_timeout` seconds."""
+        if self.client.status in ("closed", "closing") or self.client.scheduler is None:
+            raise scheduler_lost()
         if self.client.scheduler_info()["workers"]:
             self.no_workers_since = None
             return
         now = time.monotonic()
         self.no_workers_since = self.no_workers_since or now
-        if now - self.no_workers_since > NO_WORKER_SECONDS:
-            raise ClusterError(f"the cluster has had no worker for {NO_WORKER_SECONDS} s; "
-                               f"the remaining mini-batches cannot run. Start workers (or "
-                               f"check why they died: logs/sys/client.txt) and run again: "
-                               f"committed mini-batches are kept.")
+        limit = no_worker_timeout()
+        if now - self.no_workers_since > limit:
+            raise ClusterLostError(f"the cluster has had no worker for {limit:g} s; the "
+                                   f"remaining mini-batches cannot run. Start workers (or "
+                                   f"check why they died: logs/sys/client.txt) and run again: "
+                                   f"committed mini-batches are kept.")
+
+
+def no_worker_timeout() -> float:
+    """Seconds without any worker before a job fails: Dask config
+    ``daskprs.no-worker-timeout`` (``DASK_DASKPRS__NO_WORKER_TIMEOUT``), default 120."""
+    import dask
+
+    return float(dask.config.get("daskprs.no-worker-timeout", NO_WORKER_SECONDS))
+
+
+def scheduler_lost() -> ClusterLostError:
+    """The error of a job whose scheduler went away."""
+    return ClusterLostError("the Dask scheduler was lost while the job ran (it was stopped, "
+                            "restarted or cannot be reached); the remaining mini-batches "
+                            "cannot run. Run the job again: committed mini-batches are "
+                            "kept, and only the others run.")
 
 
 @dataclass
@@ -199,7 +218,8 @@ class _Dispatcher:
             while self.pending:
                 finished = self.stream.next_batch(block=False)
                 if not finished:
-                    if time.monotonic() - idle_since > WATCH_SECONDS:
+                    if time.monotonic() - idle_since > min(WATCH_SECONDS,
+                                                           no_worker_timeout() / 4):
                         self.health.check_workers()
                         self.workers = max(len(self.client.scheduler_info()["workers"]), 1)
                         idle_since = time.monotonic()
@@ -273,9 +293,7 @@ class _Dispatcher:
                 self._resubmit_after_error(task, value)
                 return None
         elif status != "finished":
-            raise ClusterError(f"the tasks of this job were {status} by the cluster (was the "
-                               f"scheduler restarted or lost?). Run the job again: committed "
-                               f"mini-batches are kept.")
+            raise scheduler_lost()
         else:
             records = _records_of(value)
         for record in records:

@@ -1,0 +1,3 @@
+"""The fault suite reuses the real-process cluster fixture of the integration tests."""
+
+from tests.integration.test_clusters import dask_processes  # noqa: F401 (a fixture)
