@@ -6,7 +6,8 @@ socket ``FD`` with pickled messages (``multiprocessing.connection``)::
     worker -> runner   ("init", settings) | ("run", mini_batch, context) | ("shutdown",)
     runner -> worker   ("ok", value) | ("error", type, message, traceback)
 
-Its stdout and stderr are the worker's ``logs/user/stdout`` and ``stderr`` files.
+Its stdout and stderr are the worker's ``logs/user/stdout`` and ``stderr`` files;
+what Python code writes there passes the redactor.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from daskprs.result_check import check_result
-from daskprs.storage.secrets import redact
+from daskprs.storage.secrets import RedactingStream, redact, remember
 
 
 def main(argv: list[str]) -> int:
@@ -30,6 +31,9 @@ def main(argv: list[str]) -> int:
     conn = Connection(int(argv[1]))
     kind, settings = conn.recv()
     assert kind == "init", kind
+    remember(*settings["secrets"])
+    sys.stdout = sys.__stdout__ = RedactingStream(sys.stdout, settings["secrets"])
+    sys.stderr = sys.__stderr__ = RedactingStream(sys.stderr, settings["secrets"])
     logging.basicConfig(stream=sys.stdout, level=settings["logging_level"],
                         format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True)
     try:
@@ -49,7 +53,7 @@ def main(argv: list[str]) -> int:
         except EOFError:
             return 0
         if message[0] == "shutdown":
-            _shutdown(script, settings["error_log"])
+            _shutdown(script, settings)
             conn.send(("ok", None))
             return 0
         _, mini_batch, context = message
@@ -110,15 +114,16 @@ def _report(conn: Connection, settings: dict[str, Any], exc: BaseException, wher
         conn.send(("error", type(send_error).__name__, str(send_error), text))
 
 
-def _shutdown(script: Any, error_log: str) -> None:
+def _shutdown(script: Any, settings: dict[str, Any]) -> None:
     shutdown = getattr(script, "shutdown", None)
     if not callable(shutdown):
         return
     try:
         shutdown()
     except BaseException as exc:
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        with open(error_log, "a", encoding="utf-8") as handle:
+        text = redact("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+                      settings["secrets"])
+        with open(settings["error_log"], "a", encoding="utf-8") as handle:
             handle.write(f"shutdown() failed (status unchanged)\n{text}\n")
 
 
