@@ -1,8 +1,9 @@
 """RunnerPlugin: the WorkerPlugin that gives each Dask worker one runner process.
 
 ``setup`` starts the runner and runs ``init()`` there, off the worker's event loop; the
-wrapper asks the plugin to run each attempt; ``teardown`` calls ``shutdown()``.
-Dask workers never run user code, and daskprs never restarts a Dask worker.
+wrapper asks the plugin to run each attempt; ``teardown`` calls ``shutdown()``, uploads
+the logs and removes the worker's temporary folders. Dask workers never run user code,
+and daskprs never restarts a Dask worker.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import tempfile
 import threading
 from typing import Any
 
@@ -28,6 +28,7 @@ from daskprs.storage.secrets import RedactingFilter
 from daskprs.worker.downloads import local_arguments
 from daskprs.worker.local_files import LocalFiles
 from daskprs.worker.runner_client import Outcome, RunnerProcess
+from daskprs.worker.scratch import make_owned_dir, mark_owned, remove_dir, remove_stale
 from daskprs.worker.spec import JobSpec, agent_name
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -65,18 +66,25 @@ class RunnerPlugin(WorkerPlugin):
         self.runner: RunnerProcess | None = None
         self.init_error: str | None = None
         self.init_count = 0
-        self.local_dir = tempfile.mkdtemp(prefix=f"daskprs-{self.spec.run_id}-")
+        threading.Thread(target=remove_stale, name=f"{self.name}-clean", daemon=True).start()
+        self.local_dir = make_owned_dir(f"daskprs-{self.spec.run_id}-")
         output = Location(self.spec.output_url, self.spec.output_storage_options)
         self.files = LocalFiles(output, f"daskprs-{self.spec.run_id}-files-")
+        if self.files.remote:
+            mark_owned(self.files.root)
         self.log_dir = self._log_dir()
         self.logger = _worker_logger(self.log_dir, self.agent, self.spec)
         threading.Thread(target=self._first_start, name=f"{self.name}-init", daemon=True).start()
 
     async def teardown(self, worker: Any) -> None:
-        """Call ``shutdown()`` in the runner, stop it, upload the logs."""
+        """Call ``shutdown()`` in the runner, stop it (and what it started), upload the
+        logs, remove the worker's temporary folders."""
         await asyncio.to_thread(self.ready.wait, self.spec.init_timeout + 10)
         await asyncio.to_thread(self._stop_runner)
-        await asyncio.to_thread(self.files.sync_logs, True)
+        try:
+            await asyncio.to_thread(self.files.sync_logs, True)
+        finally:
+            await asyncio.to_thread(self._remove_folders)
 
     @property
     def healthy(self) -> bool:
@@ -142,6 +150,11 @@ class RunnerPlugin(WorkerPlugin):
         for handler in list(self.logger.handlers):
             handler.close()
             self.logger.removeHandler(handler)
+
+    def _remove_folders(self) -> None:
+        remove_dir(self.local_dir)
+        if self.files.remote:
+            remove_dir(self.files.root)
 
     def _log_dir(self) -> str:
         root = self.files.log_dir
