@@ -66,6 +66,7 @@ class RunnerPlugin(WorkerPlugin):
         self.runner: RunnerProcess | None = None
         self.init_error: str | None = None
         self.init_count = 0
+        self.closed = False
         threading.Thread(target=remove_stale, name=f"{self.name}-clean", daemon=True).start()
         self.local_dir = make_owned_dir(f"daskprs-{self.spec.run_id}-")
         output = Location(self.spec.output_url, self.spec.output_storage_options)
@@ -106,16 +107,20 @@ class RunnerPlugin(WorkerPlugin):
                 self.ready.set()
 
     def run_attempt(self, mini_batch: Any, context: Any) -> Outcome:
-        """Run one attempt in the runner; replace the runner when it timed out or died."""
+        """Run one attempt in the runner; replace the runner when it timed out, died or
+        cannot be used again (after a ``MemoryError``)."""
         with self.lock:
-            if self.healthy and (self.runner is None or not self.runner.alive()):
+            if self.healthy and not self.closed and (self.runner is None
+                                                     or not self.runner.alive()):
                 self._start_runner()
             if self.runner is None:
-                return Outcome("error", error=f"WorkerUnhealthy: {self.init_error}")
+                reason = self.init_error or "the job's plugin was removed from this worker"
+                return Outcome("error", error=f"WorkerUnhealthy: {reason}")
             outcome = self.runner.run(mini_batch, context, self.spec.run_invocation_timeout)
-            if outcome.status in ("timed_out", "crashed"):
+            if outcome.status in ("timed_out", "crashed") or not self.runner.alive():
                 self.logger.warning("%s of %s: runner pid %s replaced", outcome.status,
                                     context.mini_batch_id, self.runner.pid)
+                self.runner.kill()
                 self.runner = None
                 self._start_runner()
             return outcome
@@ -144,6 +149,7 @@ class RunnerPlugin(WorkerPlugin):
 
     def _stop_runner(self) -> None:
         with self.lock:
+            self.closed = True  # an attempt still queued must not start a new runner
             if self.runner is not None:
                 self.runner.stop(timeout=self.spec.run_invocation_timeout)
                 self.runner = None
@@ -170,6 +176,7 @@ class RunnerPlugin(WorkerPlugin):
         return {"script_path": spec.script_path, "script_object": spec.script_object,
                 "source_directory": spec.source_directory, "arguments": self._arguments(),
                 "cwd": cwd, "logging_level": spec.logging_level, "secrets": list(spec.secrets),
+                "warm_up": spec.kind == "tabular",
                 "error_log": os.path.join(self.log_dir, "user", "error", f"{self.agent}.txt")}
 
     def _arguments(self) -> list[str]:
