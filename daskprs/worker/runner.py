@@ -68,7 +68,10 @@ def main(argv: list[str]) -> int:
             _end_group()
             return 0
         except BaseException as exc:  # a mini-batch that cannot be unpickled here
-            _report(conn, settings, exc, "receiving a mini-batch")
+            unusable = isinstance(exc, MemoryError)
+            _report(conn, settings, exc, "receiving a mini-batch", unusable=unusable)
+            if unusable:
+                return 1
             continue
         if message[0] == "shutdown":
             _shutdown(script, settings)
