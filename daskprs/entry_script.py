@@ -11,6 +11,8 @@ import logging
 import os
 import sys
 
+from daskprs.storage.secrets import RedactingFilter
+
 ENV_LOG_DIR = "DASKPRS_LOG_DIR"
 ENV_OUTPUT_DIR = "DASKPRS_OUTPUT_DIR"
 ENV_AGENT_NAME = "DASKPRS_AGENT_NAME"
@@ -26,7 +28,8 @@ class EntryScript:
     Attributes
     ----------
     logger
-        Writes to ``logs/user/entry_script_log/<worker>.log.txt`` in a job, stderr outside.
+        Writes to ``logs/user/entry_script_log/<worker>.log.txt`` in a job, stderr outside;
+        the job's secrets are redacted.
     log_dir
         The job's ``logs/`` folder (``./daskprs-local/logs`` outside a job).
     output_dir
@@ -64,6 +67,7 @@ def _entry_script_logger(in_job: bool, log_dir: str, agent_name: str) -> logging
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(_FORMAT))
+    handler.addFilter(RedactingFilter())  # the job's secrets (the runner remembers them)
     logger.addHandler(handler)
     logger.setLevel(os.environ.get(ENV_LOG_LEVEL, "INFO"))
     logger.propagate = False

@@ -200,6 +200,7 @@ class _Dispatcher:
         self.pending: dict[str, tuple[Any, _Task]] = {}
         self.again: deque[tuple[list[MiniBatch], list[str] | None, int]] = deque()
         self.resubmits: dict[str, int] = {}
+        self.carried: dict[str, list[dict[str, Any]]] = {}  # attempts on unhealthy workers
         self.held: list[MiniBatch] = []
         self.workers = max(len(client.scheduler_info()["workers"]), 1)
 
@@ -264,8 +265,9 @@ class _Dispatcher:
             future = self.client.compute(self._dask_partition(dataset, task), **options)
         else:
             function = run_file_task if self.plan.kind == "file" else run_tabular_task
+            spent = {mb.id: len(self.carried[mb.id]) for mb in batches if mb.id in self.carried}
             future = self.client.submit(function, self.spec.plugin_name, task.name, batches,
-                                        key=key, pure=False, **options)
+                                        spent or None, key=key, pure=False, **options)
         self.pending[future.key] = (future, task)
         self.stream.add(future)
 
@@ -298,12 +300,16 @@ class _Dispatcher:
             records = _records_of(value)
         for record in records:
             if record["status"] == "unhealthy":
+                self.carried.setdefault(record["id"], []).extend(record.get("attempts") or [])
                 workers = self.health.mark(record)
                 self.again.append(([mb for mb in task.batches if mb.id == record["id"]],
                                    workers, task.submission + 1))
                 continue
             if record.get("elapsed") is not None:
                 self.sizer.observe(record["elapsed"])
+            if record["id"] in self.carried:
+                record = {**record, "attempts": [*self.carried.pop(record["id"]),
+                                                 *record.get("attempts", [])]}
             reason = self.sink.add(self.ledger.merge(record))
             if reason:
                 return reason

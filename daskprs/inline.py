@@ -57,6 +57,7 @@ class InlineRunner:
         self.takes_context = takes_context(script.run)
         self.address = AGENT
         self.init_error = None
+        self.healthy = True
 
     def wait_ready(self) -> bool:
         """``init()`` ran before the first mini-batch: always ready."""

@@ -31,7 +31,12 @@ from daskprs.inputs.plan import Plan
 from daskprs.inputs.side import list_side_inputs
 from daskprs.inputs.tabular import plan_tabular
 from daskprs.interrupts import last_words
-from daskprs.outputs.assemble import OrderedAssembler, ParquetAssembler, make_assembler
+from daskprs.outputs.assemble import (
+    OrderedAssembler,
+    ParquetAssembler,
+    make_assembler,
+    remove_unpublished_parts,
+)
 from daskprs.outputs.guard import OutputLock, check_output_is_ours
 from daskprs.outputs.reports import AttemptTable, LogFolder, write_job_result, write_readme
 from daskprs.progress import make_progress
@@ -159,12 +164,15 @@ def run_step(step: ParallelRunStep, client: Any = None, progress: bool = True) -
         earlier = list(previous.get("runs") or [previous.get("run_id")]) if resume else []
         stale = (previous.get("run_id"),) if previous and previous.get("status") == "Running" \
             else ()
+        published = previous.get("published") if previous else None
         state.clear(keep_runs=earlier)
+        if stale:
+            remove_unpublished_parts(prepared.output, published)
         state.write_readme(commit_protocol.__doc__ or "")
-        state.write_job(prepared.fingerprint, "Running", run_id, [*earlier, run_id])
+        state.write_job(prepared.fingerprint, "Running", run_id, [*earlier, run_id], published)
         with _client_log(prepared.output) as logs:
             result = _execute(prepared, logs, run_id, client, progress, earlier, state,
-                              tuple(r for r in stale if r))
+                              tuple(r for r in stale if r), published)
     finally:
         lock.release()
     logger.info("%s: %s", step.name, result.status)
@@ -193,7 +201,7 @@ def _client_log(output: Location) -> Iterator[LogFolder]:
 
 def _execute(prepared: PreparedJob, logs: LogFolder, run_id: str, client: Any,
              show_progress: bool, earlier: list[str], state: StateStore,
-             stale: tuple[str, ...]) -> JobResult:
+             stale: tuple[str, ...], published: dict[str, Any] | None) -> JobResult:
     step, plan = prepared.step, prepared.plan
     config = step.parallel_run_config
     total = len(plan.mini_batches)
@@ -236,7 +244,9 @@ def _execute(prepared: PreparedJob, logs: LogFolder, run_id: str, client: Any,
             result = _job_result(prepared, run_id, started, clock, status, reason, counter,
                                  assembler)
             write_job_result(logs, result)
-            state.write_job(prepared.fingerprint, status, run_id, runs)
+            if status == COMPLETED:
+                published = assembler.published()
+            state.write_job(prepared.fingerprint, status, run_id, runs, published)
             if status == COMPLETED:
                 assembler.prune()  # the job result names the new output now
             if failure is not None:

@@ -49,11 +49,13 @@ class StateStore:
         data = read_bytes_or_none(self.fs, self.path("fingerprint.json"))
         return json.loads(data) if data else None
 
-    def write_job(self, fingerprint: str, status: str, run_id: str, runs: list[str]) -> None:
-        """Record the job's fingerprint, status and the runs whose bundles it trusts."""
+    def write_job(self, fingerprint: str, status: str, run_id: str, runs: list[str],
+                  published: dict[str, Any] | None = None) -> None:
+        """Record the job's fingerprint, status, the runs whose bundles it trusts and what
+        the last completed job published."""
         write_atomic(self.fs, self.path("fingerprint.json"), json.dumps(
             {"fingerprint": fingerprint, "status": status, "run_id": run_id,
-             "runs": runs}).encode())
+             "runs": runs, "published": published}).encode())
 
     def write_readme(self, text: str) -> None:
         """``_daskprs/readme.txt``: the protocol, for whoever opens the folder."""

@@ -162,12 +162,7 @@ class ParquetAssembler(OrderedAssembler):
 
     def prune(self) -> None:
         """Remove every file of ``data/`` that the new manifest does not name."""
-        data = self.output.join("data")
-        keep = {*self.names, self.manifest_name}
-        stale = [path for path in self.fs.ls(data, detail=False)
-                 if path.rstrip("/").rsplit("/", 1)[-1] not in keep]
-        if stale:
-            self.fs.rm(stale)
+        prune_data(self.output, {*self.names, self.manifest_name})
 
     def _place(self, record: dict[str, Any], destination: str, schema: pa.Schema) -> int:
         data = self.bundles.payload(record)
@@ -186,6 +181,30 @@ class ParquetAssembler(OrderedAssembler):
 
 def _one_line(schema: pa.Schema) -> str:
     return ", ".join(f"{field.name}: {field.type}" for field in schema)
+
+
+def prune_data(output: Location, keep: set[str]) -> None:
+    """Remove the files of ``<output>/data/`` whose names are not in ``keep``."""
+    fs, data = output.fs, output.join("data")
+    if not fs.exists(data):
+        return
+    stale = [path for path in fs.ls(data, detail=False)
+             if path.rstrip("/").rsplit("/", 1)[-1] not in keep]
+    if stale:
+        fs.rm(stale)
+
+
+def remove_unpublished_parts(output: Location, published: dict[str, Any] | None) -> None:
+    """Remove Parquet parts a killed job wrote that no published manifest names (the
+    output a job result names is never touched)."""
+    manifest = (published or {}).get("manifest")
+    if not manifest:
+        return
+    try:
+        listed = json.loads(output.fs.cat_file(output.join(manifest)))
+    except FileNotFoundError:
+        return
+    prune_data(output, {*listed["parts"], manifest.rsplit("/", 1)[-1]})
 
 
 def file_version(fs: Any, path: str) -> dict[str, Any]:

@@ -2,16 +2,20 @@
 
 Configs, ``job_result.json`` and the fingerprint keep the unresolved form; everything
 written under ``logs/`` and to the terminal passes :func:`redact`, which replaces known
-secret values and SAS query values (``sig=``, ``se=``, ``sv=``) with ``***``.
+secret values and SAS query values (``sig=``, ``se=``, ``sv=``) with ``***``: daskprs' own
+logs through :class:`RedactingFilter`, user code's output (``logs/user/``) through
+:class:`RedactingStream` (the runner's stdout and stderr) and the filter.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TextIO
 
 from daskprs.errors import ConfigError, Problem
 
@@ -112,3 +116,76 @@ class RedactingFilter(logging.Filter):
         record.msg = redact(message, self.secrets)
         record.args = ()
         return True
+
+
+class RedactingStream(io.TextIOBase):
+    """A text stream that redacts what is written to it, a whole line at a time, and
+    passes it on to ``stream`` (a secret split over several ``write`` calls, as ``print``
+    makes, is still found).
+
+    Parameters
+    ----------
+    stream
+        Where the redacted text goes.
+    secrets
+        Values to redact; None for the values :func:`remember` collected.
+    """
+
+    _MAX_PENDING = 1 << 20  # a longer line without its end is passed on in pieces
+
+    def __init__(self, stream: TextIO, secrets: Iterable[str] | None = None) -> None:
+        super().__init__()
+        self.stream = stream
+        self.secrets = list(secrets) if secrets is not None else None
+        self._pending: list[str] = []
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        """Keep ``text`` until its line ends; pass whole lines on, redacted."""
+        with self._lock:
+            head, newline, tail = text.rpartition("\n")
+            if newline:
+                self.stream.write(redact("".join([*self._pending, head, newline]),
+                                         self.secrets))
+                self._pending, self._size = [], 0
+                text = tail
+            if text:
+                self._pending.append(text)
+                self._size += len(text)
+            if self._size > self._MAX_PENDING:
+                self._pass_pending()
+        return len(head) + len(newline) + len(tail)
+
+    def flush(self) -> None:
+        """Pass on what is kept (also a line without its end), then flush ``stream``."""
+        with self._lock:
+            self._pass_pending()
+        self.stream.flush()
+
+    def _pass_pending(self) -> None:
+        if self._pending:
+            self.stream.write(redact("".join(self._pending), self.secrets))
+            self._pending, self._size = [], 0
+
+    def writable(self) -> bool:
+        """Always True."""
+        return True
+
+    def fileno(self) -> int:
+        """The descriptor of ``stream`` (what is written there directly is not redacted)."""
+        return self.stream.fileno()
+
+    def isatty(self) -> bool:
+        """Whether ``stream`` is a terminal."""
+        return self.stream.isatty()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        """The encoding of ``stream``."""
+        return self.stream.encoding
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        """The error handler of ``stream``."""
+        return self.stream.errors

@@ -37,18 +37,22 @@ def event_topic(run_id: str) -> str:
     return f"daskprs-{run_id}"
 
 
-def run_file_task(plugin_name: str, task: str, batches: list[MiniBatch]) -> list[dict[str, Any]]:
-    """``Client.submit`` target: run a task's file mini-batches, commit, return records."""
+def run_file_task(plugin_name: str, task: str, batches: list[MiniBatch],
+                  spent: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """``Client.submit`` target: run a task's file mini-batches, commit, return records.
+
+    ``spent``: attempts already charged elsewhere, by mini-batch id (a mini-batch an
+    unhealthy worker gave away)."""
     plugin = _plugin(plugin_name)
-    return run_task(plugin, task, batches, lambda mb: file_loader(mb, plugin.local_dir))
+    return run_task(plugin, task, batches, lambda mb: file_loader(mb, plugin.local_dir), spent)
 
 
-def run_tabular_task(plugin_name: str, task: str, batches: list[MiniBatch]
-                     ) -> list[dict[str, Any]]:
+def run_tabular_task(plugin_name: str, task: str, batches: list[MiniBatch],
+                     spent: dict[str, int] | None = None) -> list[dict[str, Any]]:
     """``Client.submit`` target: read and run a task's tabular mini-batches (a
     ``dd.from_map`` partition each, read here), commit, return records."""
     plugin = _plugin(plugin_name)
-    return run_task(plugin, task, batches, lambda mb: tabular_loader(None, mb))
+    return run_task(plugin, task, batches, lambda mb: tabular_loader(None, mb), spent)
 
 
 def run_tabular_partition(frame: pd.DataFrame, plugin_name: str, task: str) -> pd.DataFrame:
@@ -111,11 +115,13 @@ def _plugin(name: str) -> Any:
 
 
 def run_task(plugin: Any, task: str, batches: Sequence[MiniBatch],
-             loader_for: Callable[[MiniBatch], Loader]) -> list[dict[str, Any]]:
+             loader_for: Callable[[MiniBatch], Loader],
+             spent: dict[str, int] | None = None) -> list[dict[str, Any]]:
     """Run each mini-batch's attempts, then commit the task's bundle (first commit wins).
 
-    Mini-batches this worker cannot run (its ``init()`` failed) come back as
-    ``unhealthy`` records, uncommitted, for the client to send elsewhere.
+    Mini-batches this worker cannot run (its ``init()`` failed, or a replacement runner's
+    failed 3 times) come back as ``unhealthy`` records, uncommitted and uncharged, with the
+    attempts they had here, for the client to send elsewhere.
     """
     spec = plugin.spec
     execution = uuid.uuid4().hex[:12]
@@ -124,9 +130,10 @@ def run_task(plugin: Any, task: str, batches: Sequence[MiniBatch],
     unhealthy: list[dict[str, Any]] = []
     for mini_batch in batches:
         if unhealthy or not plugin.wait_ready():
-            unhealthy.append(_unhealthy(mini_batch, plugin, plugin.init_error))
+            unhealthy.append(_unhealthy(mini_batch, plugin, plugin.init_error, []))
             continue
-        record, payload = _run_mini_batch(plugin, mini_batch, loader_for(mini_batch), execution)
+        record, payload = _run_mini_batch(plugin, mini_batch, loader_for(mini_batch), execution,
+                                          (spent or {}).get(mini_batch.id, 0))
         if record["status"] == "unhealthy":
             unhealthy.append(record)
             continue
@@ -142,14 +149,17 @@ def run_task(plugin: Any, task: str, batches: Sequence[MiniBatch],
     return committed + unhealthy
 
 
-def _run_mini_batch(plugin: Any, mini_batch: MiniBatch, load: Loader, execution: str
-                    ) -> tuple[dict[str, Any], bytes | None]:
-    """Attempts until one returns or ``run_max_try`` are spent: the record, and the
-    result's bytes for the output when it succeeded."""
+def _run_mini_batch(plugin: Any, mini_batch: MiniBatch, load: Loader, execution: str,
+                    spent: int = 0) -> tuple[dict[str, Any], bytes | None]:
+    """Attempts until one returns or ``run_max_try`` are spent (``spent`` of them were
+    charged on another worker): the record, and the result's bytes for the output when it
+    succeeded."""
     spec = plugin.spec
     clock = time.perf_counter()
     rows: list[dict[str, Any]] = []
-    for number in range(1, spec.run_max_try + 1):
+    for number in range(spent + 1, spec.run_max_try + 1):
+        if not plugin.healthy:  # a replacement runner's init() kept failing
+            return _unhealthy(mini_batch, plugin, plugin.init_error, rows), None
         _announce(plugin, mini_batch, number, execution)
         plugin.files.begin_attempt()
         with load() as (data, read_error):
@@ -161,16 +171,16 @@ def _run_mini_batch(plugin: Any, mini_batch: MiniBatch, load: Loader, execution:
             except Exception as exc:  # a result that cannot be written fails its attempt
                 row.update(status="failed", succeeded=0, failed=row["items"],
                            error=f"ResultError: {type(exc).__name__}: {exc}")
+        if row["status"] == "unhealthy":  # nothing ran: neither charged nor lost
+            return _unhealthy(mini_batch, plugin, row["error"], rows), None
         rows.append(row)
-        if row["status"] == "unhealthy":
-            return _unhealthy(mini_batch, plugin, row["error"]), None
         if row["status"] == "succeeded":
             plugin.files.keep_attempt()
             record = _record(mini_batch, rows, "succeeded", row["items"], row["succeeded"], "",
                              execution, clock, spec.run_id)
             record.update(result_rows=result_length(result), columns=columns)
             return record, payload
-    last = rows[-1]
+    last = rows[-1] if rows else {"items": mini_batch.items or 0, "error": "no attempts left"}
     return _record(mini_batch, rows, "failed", last["items"], 0, last["error"], execution,
                    clock, spec.run_id), None
 
@@ -230,9 +240,12 @@ def _attempt(plugin: Any, mini_batch: MiniBatch, number: int, data: Any,
     return row, None
 
 
-def _unhealthy(mini_batch: MiniBatch, plugin: Any, error: str | None) -> dict[str, Any]:
+def _unhealthy(mini_batch: MiniBatch, plugin: Any, error: str | None,
+               rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The record that sends a mini-batch to another worker, uncharged, with the attempts
+    it had here (they stay counted)."""
     return {"id": mini_batch.id, "index": mini_batch.index, "status": "unhealthy",
-            "worker": plugin.address, "error": error or "init() failed"}
+            "worker": plugin.address, "error": error or "init() failed", "attempts": rows}
 
 
 def _record(mini_batch: MiniBatch, rows: list[dict[str, Any]], status: str, items: int,
