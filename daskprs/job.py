@@ -196,7 +196,7 @@ def _client_log(output: Location) -> Iterator[LogFolder]:
         for item in watched:
             item.removeHandler(handler)
         handler.close()
-        logs.sync()
+        logs.close()
 
 
 def _execute(prepared: PreparedJob, logs: LogFolder, run_id: str, client: Any,

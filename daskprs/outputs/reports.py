@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import tempfile
 import time
 from typing import Any
@@ -69,6 +70,13 @@ class LogFolder:
             os.remove(self.path(name))
         if not self.output.is_local and self.output.fs.exists(self.output.join("logs", name)):
             self.output.fs.rm_file(self.output.join("logs", name))
+
+    def close(self) -> None:
+        """Upload the logs a last time and remove the local copy (object storage only)."""
+        if self.output.is_local:
+            return
+        self.sync(force=True)
+        shutil.rmtree(self.local, ignore_errors=True)
 
     def sync(self, force: bool = True) -> None:
         """Upload the local copy to the output (object storage only), at most every 10 s

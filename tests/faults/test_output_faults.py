@@ -145,3 +145,29 @@ def test_a_completed_job_whose_parquet_part_was_deleted_is_run_again_not_reused(
     assert code == 0, stdout + err
     assert "(reused)" not in stdout
     pd.testing.assert_frame_equal(JobResult.load(str(out)).read_output(), first)
+
+
+def test_a_job_on_object_storage_leaves_no_temporary_folder_on_the_client(
+        client, storage_servers, tmp_path, make_parquet, write_script):
+    """Item 12, the client's side (the workers' side: tests/integration/test_runner.py)."""
+    import tempfile
+
+    from daskprs import Dataset, ParallelRunConfig, ParallelRunStep
+
+    storage = new_bucket("s3", storage_servers["s3"])
+    make_parquet(tmp_path / "data", files=1, rows_per_file=100, row_group_size=100)
+    source = write_script(tmp_path, VERSIONED.format(version="v1"))
+    config = ParallelRunConfig(source_directory=str(source), entry_script="score.py",
+                               mini_batch_size="10 rows")
+    step = ParallelRunStep(name="temporary", parallel_run_config=config,
+                           inputs=[Dataset.Tabular.from_parquet_files(str(tmp_path / "data"))],
+                           output=storage.url("out"),
+                           output_storage_options=storage.storage_options)
+    before = set(Path(tempfile.gettempdir()).glob("daskprs-*"))
+
+    result = step.run(client=client, progress=False)
+
+    assert result.status == "Completed", result.summary()
+    assert storage.fs.exists(storage.path("out", "logs", "job_result.txt"))
+    left = set(Path(tempfile.gettempdir()).glob("daskprs-*")) - before
+    assert left == set(), sorted(map(str, left))
