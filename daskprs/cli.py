@@ -62,6 +62,7 @@ def main() -> None:
 def run(config: str, overrides: tuple[str, ...], scheduler: str | None, progress: bool) -> None:
     """Run the step described by CONFIG (a YAML file)."""
     _log_to_stderr()
+    _quiet_distributed()
     _cancel_on_signals()
     try:
         step, scheduler = _load(config, overrides, scheduler)
@@ -162,6 +163,17 @@ def _cancel_on_signals() -> None:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+
+
+def _quiet_distributed() -> None:
+    """distributed's log lines go to ``logs/sys/client.txt`` only, not to the terminal (its
+    tracebacks of a lost scheduler or a canceled task are not the user's to read)."""
+    import distributed  # noqa: F401 (installs its handlers, which are quieted here)
+
+    for handler in logging.getLogger("distributed").handlers:
+        if isinstance(handler, logging.StreamHandler) and \
+                not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.CRITICAL + 1)
 
 
 def _log_to_stderr() -> None:

@@ -301,6 +301,7 @@ class _Dispatcher:
         for record in records:
             if record["status"] == "unhealthy":
                 self.carried.setdefault(record["id"], []).extend(record.get("attempts") or [])
+                self.ledger.settle(record["id"])  # its attempts are carried, not lost
                 workers = self.health.mark(record)
                 self.again.append(([mb for mb in task.batches if mb.id == record["id"]],
                                    workers, task.submission + 1))

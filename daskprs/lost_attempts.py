@@ -55,6 +55,12 @@ class AttemptLedger:
         return other != execution and self.latest.get(other or "") == (
             event["id"], event.get("attempt"))
 
+    def settle(self, mini_batch_id: str) -> None:
+        """Forget the started attempts of a mini-batch whose rows arrived some other way
+        (an unhealthy worker gave it away with its attempts)."""
+        with self.lock:
+            self.started.pop(mini_batch_id, None)
+
     def merge(self, record: dict[str, Any]) -> dict[str, Any]:
         """The record with its lost attempts first, its own attempts numbered after them."""
         with self.lock:

@@ -126,6 +126,7 @@ class JobResult:
             self, "_storage_options", {})
         location = Location(self.output["url"], options)
         fs = location.fs
+        fs.invalidate_cache(location.path)  # another process published it
         published, manifest = self.output.get("published"), self.output.get("manifest")
         try:
             if published is not None:
@@ -223,6 +224,7 @@ class JobResult:
 
 def _read_parquet_output(location: Location, manifest: str | None) -> pd.DataFrame:
     """The parts a manifest names, in order (older outputs: the whole ``data/`` folder)."""
+    location.fs.invalidate_cache(location.join("data"))  # another process published it
     if manifest is None:
         return pd.read_parquet(location.join("data"), filesystem=location.fs)
     listed = json.loads(location.fs.cat_file(location.join(manifest)))

@@ -116,8 +116,10 @@ def test_the_client_never_has_more_than_its_window_of_tasks_on_the_scheduler(
     spec, names = file_input(tmp_path, 3_000)
     job = make_job(tmp_path, write_script, spec, 1, seconds=0.0)
 
-    def tasks_of_daskprs(dask_scheduler=None) -> int:
-        return sum(1 for key in dask_scheduler.tasks if str(key).startswith("daskprs-"))
+    def tasks_of_daskprs(dask_scheduler=None) -> int:  # submitted and not yet finished
+        return sum(1 for key, task in dask_scheduler.tasks.items()
+                   if str(key).startswith("daskprs-")
+                   and task.state in ("waiting", "queued", "no-worker", "processing"))
 
     seen = [0]
     with cli(job, cluster.address) as run:
