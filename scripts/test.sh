@@ -3,7 +3,7 @@
 # Needs python3 (3.10+) and npm (for Azurite, the Azure Blob emulator the tests start).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh test
 npm install --no-audit --no-fund --no-package-lock --silent
 .venv/bin/ruff check .
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
