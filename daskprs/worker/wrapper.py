@@ -153,7 +153,7 @@ def _attempt(plugin: Any, mini_batch: MiniBatch, number: int, data: Any,
              read_error: str | None) -> tuple[dict[str, Any], Any]:
     started, clock = _now(), time.perf_counter()
     pid = plugin.runner_pid
-    items = (mini_batch.items or 0) if read_error is not None else len(data)
+    items = (mini_batch.items or len(data)) if read_error is not None else len(data)
     if read_error is not None:
         outcome = Outcome("error", error=read_error)
     elif items == 0:
