@@ -28,7 +28,12 @@ from daskprs.inputs.files import plan_files
 from daskprs.inputs.plan import Plan
 from daskprs.inputs.side import list_side_inputs
 from daskprs.inputs.tabular import plan_tabular
-from daskprs.outputs.assemble import OrderedAssembler, ParquetAssembler, make_assembler
+from daskprs.outputs.assemble import (
+    AppendRowAssembler,
+    OrderedAssembler,
+    ParquetAssembler,
+    make_assembler,
+)
 from daskprs.outputs.guard import OutputLock, check_output_is_ours
 from daskprs.outputs.reports import AttemptTable, LogFolder, write_job_result, write_readme
 from daskprs.progress import make_progress
@@ -299,6 +304,9 @@ def _job_result(prepared: PreparedJob, run_id: str, started: datetime, clock: fl
         columns = [str(c) for c in prepared.plan.meta.columns]
     output = {"url": prepared.output.url, "action": config.output_action,
               "file": config.append_row_file_name, "separator": config.append_row_separator}
+    if isinstance(assembler, AppendRowAssembler):  # names of DataFrame results, for read_output
+        output["columns"] = assembler.columns.names
+        columns = assembler.columns.names or columns
     result = JobResult(
         status=status, reused=False, run_id=run_id, fingerprint=prepared.fingerprint,
         started=started.isoformat(timespec="seconds"),

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from daskprs.serialize import OutputColumns
 from daskprs.state import STATE_DIR
 from daskprs.storage import AtomicWriter, Location
 
@@ -71,8 +72,10 @@ class AppendRowAssembler(OrderedAssembler):
         self.fs = output.fs
         self.writer = AtomicWriter(self.fs, output.join(file_name),
                                    temp_dir=output.join(STATE_DIR, "assembly"))
+        self.columns = OutputColumns()
 
     def _write(self, record: dict[str, Any]) -> None:
+        self.columns.add(record.get("columns"))
         with self.fs.open(record["result_file"], "rb") as handle:
             while chunk := handle.read(_COPY_CHUNK):
                 self.writer.write(chunk)

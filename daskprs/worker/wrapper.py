@@ -19,7 +19,13 @@ import pandas as pd
 from daskprs.entry_script import MiniBatchContext
 from daskprs.inputs.plan import MiniBatch
 from daskprs.inputs.tabular import MINI_BATCH, READ_ERROR, read_mini_batch
-from daskprs.serialize import append_row_bytes, parquet_bytes, result_length, result_table
+from daskprs.serialize import (
+    append_row_bytes,
+    parquet_bytes,
+    result_columns,
+    result_length,
+    result_table,
+)
 from daskprs.state import StateStore
 from daskprs.storage import Location, write_new
 from daskprs.worker.downloads import downloaded
@@ -187,6 +193,7 @@ def _publish(state: StateStore, spec: Any, mini_batch: MiniBatch, rows: list[dic
     if spec.output_action != "summary_only" and result_length(result) > 0:
         if spec.output_action == "append_row":
             data, ext = append_row_bytes(result, spec.append_row_separator), "txt"
+            columns = result_columns(result)
         else:
             table = result_table(result)
             columns = [f"{f.name}: {f.type}" for f in table.schema]

@@ -8,6 +8,7 @@ No cluster: files are written by the serializer, or by ``compute_target: inline`
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from daskprs import Dataset, ParallelRunConfig, ParallelRunStep
 from daskprs.result import JobResult
 from daskprs.serialize import append_row_bytes
 
@@ -93,3 +95,60 @@ def test_read_output_reads_an_output_written_before_column_names_were_kept(
 
     assert frame.columns.tolist() == [0, 1, 2]
     assert frame.values.tolist() == [[0, "a", 1.5], [1, "b", 2.5]]
+
+
+# --- whole jobs ------------------------------------------------------------------------
+
+RETURN_FRAME = """
+import pandas as pd
+
+def run(mini_batch):
+    return pd.DataFrame({"id": mini_batch["id"], "label": mini_batch["label"],
+                         "double": mini_batch["id"] * 2})
+"""
+
+RETURN_LABELS = """
+def run(mini_batch):
+    return mini_batch["label"].tolist()
+"""
+
+
+def run_inline(tmp_path: Path, write_script: Any, body: str, separator: str) -> JobResult:
+    labels = [AWKWARD[i % len(AWKWARD)] + f" {i}" for i in range(60)]
+    data = tmp_path / "data.parquet"
+    pd.DataFrame({"id": range(60), "label": labels}).to_parquet(data, index=False)
+    config = ParallelRunConfig(source_directory=str(write_script(tmp_path, body)),
+                               entry_script="score.py", mini_batch_size="7 rows",
+                               append_row_separator=separator, compute_target="inline")
+    step = ParallelRunStep(name="append-row", parallel_run_config=config,
+                           inputs=[Dataset.Tabular.from_parquet_files(str(data))],
+                           output=str(tmp_path / "out"))
+    result = step.run(progress=False)
+    assert result.status == "Completed", result.summary()
+    return result
+
+
+@pytest.mark.parametrize("separator", [" ", ","], ids=repr)
+def test_a_job_returning_dataframes_reads_back_with_their_column_names(
+        tmp_path: Path, write_script: Any, separator: str) -> None:
+    result = run_inline(tmp_path, write_script, RETURN_FRAME, separator)
+
+    frame = result.read_output()
+
+    labels = [AWKWARD[i % len(AWKWARD)] + f" {i}" for i in range(60)]
+    expected = pd.DataFrame({"id": range(60), "label": labels, "double": range(0, 120, 2)})
+    pd.testing.assert_frame_equal(frame, expected)
+    saved = json.loads((tmp_path / "out" / "logs" / "job_result.json").read_text())
+    assert saved["output"]["columns"] == ["id", "label", "double"]
+    assert saved["columns"] == ["id", "label", "double"]
+    pd.testing.assert_frame_equal(JobResult.load(str(tmp_path / "out")).read_output(), expected)
+
+
+def test_a_job_returning_strings_reads_back_every_string_in_one_column(
+        tmp_path: Path, write_script: Any) -> None:
+    result = run_inline(tmp_path, write_script, RETURN_LABELS, " ")
+
+    frame = result.read_output()
+
+    assert frame[0].tolist() == [AWKWARD[i % len(AWKWARD)] + f" {i}" for i in range(60)]
+    assert frame.columns.tolist() == [0]
