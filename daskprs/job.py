@@ -32,6 +32,7 @@ from daskprs.inputs.side import list_side_inputs
 from daskprs.inputs.tabular import plan_tabular
 from daskprs.interrupts import last_words
 from daskprs.outputs.assemble import (
+    AppendRowAssembler,
     OrderedAssembler,
     ParquetAssembler,
     make_assembler,
@@ -352,6 +353,8 @@ def _job_result(prepared: PreparedJob, run_id: str, started: datetime, clock: fl
     columns = None
     if isinstance(assembler, ParquetAssembler) and assembler.schema is not None:
         columns = [f"{f.name}: {f.type}" for f in assembler.schema]
+    elif isinstance(assembler, AppendRowAssembler) and assembler.columns.names:
+        columns = assembler.columns.names  # the names of DataFrame results
     elif prepared.plan.meta is not None:
         columns = [str(c) for c in prepared.plan.meta.columns]
     output = {"url": prepared.output.url, "action": config.output_action,

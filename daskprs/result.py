@@ -91,6 +91,10 @@ class JobResult:
     def read_output(self, storage_options: dict[str, Any] | None = None) -> pd.DataFrame:
         """The output as a DataFrame: the ``append_row`` file or the Parquet dataset.
 
+        ``append_row`` values come back as written (quoted values unquoted); the columns
+        are named as the DataFrame results named them (``output["columns"]``), else
+        numbered from 0. An empty value reads as missing (NaN).
+
         Parameters
         ----------
         storage_options
@@ -110,9 +114,12 @@ class JobResult:
         location = Location(self.output["url"], options)
         action = self.output.get("action")
         if action == "append_row":
+            names = self.output.get("columns")  # older outputs have none: numbered
+            if names is not None and len(set(names)) != len(names):
+                names = None
             with location.fs.open(location.join(self.output["file"]), "rb") as handle:
                 return pd.read_csv(handle, sep=self.output.get("separator", " "), header=None,
-                                   keep_default_na=False, na_values=[""])
+                                   names=names, keep_default_na=False, na_values=[""])
         if action == "parquet":
             return _read_parquet_output(location, self.output.get("manifest"))
         raise OutputError("output_action 'summary_only' writes no output to read; the entry "

@@ -1,11 +1,14 @@
 """Tabular formats: metadata read at planning, and the reading of one mini-batch on a worker.
 
 A mini-batch is read from its descriptor alone (:class:`~daskprs.inputs.plan.MiniBatch`);
-reading never raises: an error travels in the frame's ``attrs`` for the wrapper to record.
+reading never raises: an error travels in the frame's ``attrs`` for the wrapper to record,
+and the frame of a failed read has one (empty) row per item the mini-batch holds, so the
+items still count (as failed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 from typing import Any
 
@@ -17,8 +20,10 @@ import pyarrow.parquet as pq
 from daskprs.datasets import TabularDataset
 from daskprs.errors import InputError
 from daskprs.inputs.plan import KeyedSource, MiniBatch, TabularSource
+from daskprs.inputs.records import row_starts
 
 READ_ERROR = "daskprs.read_error"
+READ_ITEMS = "daskprs.read_items"
 MINI_BATCH = "daskprs.mini_batch"
 DTYPE_SAMPLE_ROWS = 10_000
 
@@ -66,15 +71,38 @@ def delimited_source(dataset: TabularDataset, url: str) -> tuple[TabularSource, 
 def read_mini_batch(mini_batch: MiniBatch, submission: str = "") -> pd.DataFrame:
     """Read one mini-batch; never raises (a read error travels in ``attrs``).
 
+    A failed read gives a frame without columns and with one row per item of the
+    mini-batch (the planned count, else the rows counted in its file, at least 1);
+    ``attrs[READ_ERROR]`` holds the error and ``attrs[READ_ITEMS]`` the count.
     ``submission`` only makes the task's key unique per submission.
     """
     try:
         frame = _READERS[mini_batch.source.format](mini_batch)
     except Exception as exc:
-        frame = pd.DataFrame()
+        items = _failed_items(mini_batch)
+        frame = pd.DataFrame(index=pd.RangeIndex(items))
         frame.attrs[READ_ERROR] = f"{type(exc).__name__}: {exc}"
+        frame.attrs[READ_ITEMS] = items
     frame.attrs[MINI_BATCH] = mini_batch
     return frame
+
+
+def _failed_items(mini_batch: MiniBatch) -> int:
+    """The items of a mini-batch that failed to read: every planned mini-batch holds rows,
+    so at least 1 (a ``.gz`` file's rows are counted here, as far as it decompresses)."""
+    if mini_batch.items is not None:
+        return max(mini_batch.items, 1)
+    source = mini_batch.source
+    if getattr(source, "format", None) != "delimited" or mini_batch.path is None:
+        return 1
+    compression = "gzip" if mini_batch.path.lower().endswith(".gz") else None
+    rows = -1 if source.header else 0
+    opened = fsspec.open(mini_batch.path, "rb", compression=compression,
+                         **source.storage_options)
+    with contextlib.suppress(Exception), opened as handle:  # damaged: the rows before it
+        for starts in row_starts(handle, source.separator):
+            rows += len(starts)
+    return max(rows, 1)
 
 
 def tag_partition(frame: pd.DataFrame, mini_batches: list[MiniBatch], submission: str = "",
@@ -120,18 +148,16 @@ def _read_delimited(mb: MiniBatch) -> pd.DataFrame:
     assert mb.path is not None
     if mb.path.lower().endswith(".gz"):
         return _read_whole_delimited(mb.path, source)
+    # planning cut the file where rows start: the byte range holds whole rows
     with fsspec.open(mb.path, "rb", **source.storage_options) as handle:
-        begin = _line_start_at(handle, mb.start)
-        if mb.start == 0 and source.header:
-            handle.seek(0)
-            handle.readline()
-            begin = handle.tell()
-        end = _line_start_at(handle, mb.stop)
-        handle.seek(begin)
-        data = handle.read(max(end - begin, 0))
-    if not data.strip():
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in (source.dtypes or {}).items()})
-    return pd.read_csv(io.BytesIO(data), **_csv_options(source))
+        handle.seek(mb.start)
+        data = handle.read(max(mb.stop - mb.start, 0))
+    frame = pd.read_csv(io.BytesIO(data), **_csv_options(source))
+    if mb.items is not None and len(frame) != mb.items:
+        raise ValueError(f"{mb.path}: bytes {mb.start}..{mb.stop} hold {mb.items} rows by "
+                         f"the planning pass but parse as {len(frame)}; the file changed "
+                         f"since planning, or its line ends or quotes are ambiguous")
+    return frame
 
 
 def _read_whole_delimited(path: str, source: TabularSource,
@@ -145,15 +171,6 @@ def _read_whole_delimited(path: str, source: TabularSource,
 def _csv_options(source: TabularSource) -> dict[str, Any]:
     return dict(sep=source.separator, header=None, names=list(source.columns),
                 dtype=source.dtypes)
-
-
-def _line_start_at(handle: Any, offset: int) -> int:
-    """The first line start at or after ``offset``."""
-    if offset == 0:
-        return 0
-    handle.seek(offset - 1)
-    handle.readline()
-    return handle.tell()
 
 
 def _read_pandas(mb: MiniBatch) -> pd.DataFrame:

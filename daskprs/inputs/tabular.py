@@ -2,13 +2,17 @@
 
 Bytes are estimated, never measured by reading the data: Parquet column chunks'
 ``total_uncompressed_size`` from the footer, CSV file bytes, pandas
-``memory_usage(deep=True)``. A mini-batch never spans two files, except with
+``memory_usage(deep=True)``. CSV files (not ``.gz``) are cut only where a row starts, found
+by one quote-aware pass over each file, which also counts every mini-batch's rows (so a
+quoted field holding a line end stays whole, and a mini-batch that fails to read still
+counts its rows as failed items). A mini-batch never spans two files, except with
 ``partition_keys`` (one mini-batch per key value: :mod:`daskprs.inputs.partitions`). The
 readers are in :mod:`daskprs.inputs.formats`.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from typing import Any
@@ -21,6 +25,7 @@ from daskprs.datasets import TabularDataset
 from daskprs.inputs.formats import (
     MINI_BATCH,
     READ_ERROR,
+    READ_ITEMS,
     delimited_source,
     parquet_footer,
     read_mini_batch,
@@ -29,14 +34,13 @@ from daskprs.inputs.formats import (
 from daskprs.inputs.listing import DELIMITED_SUFFIXES, PARQUET_SUFFIXES, ListedFile, list_input
 from daskprs.inputs.partitions import PartitionKeys, plan_keyed_tabular
 from daskprs.inputs.plan import MiniBatch, Plan, TabularSource, add_pieces
+from daskprs.inputs.records import row_starts
 from daskprs.sizes import MiniBatchSize
 
-__all__ = ["MINI_BATCH", "READ_ERROR", "TabularSource", "plan_tabular", "read_mini_batch",
-           "tag_partition"]
+__all__ = ["MINI_BATCH", "READ_ERROR", "READ_ITEMS", "TabularSource", "plan_tabular",
+           "read_mini_batch", "tag_partition"]
 
 logger = logging.getLogger(__name__)
-
-_NEWLINE_CHUNK = 16 * 1024 * 1024
 
 
 def plan_tabular(datasets: list[TabularDataset], size: MiniBatchSize) -> Plan:
@@ -121,46 +125,34 @@ def _plan_delimited(dataset: TabularDataset, size: MiniBatchSize
         if listed.url.lower().endswith(".gz"):
             pieces.append(dict(source=source, path=listed.url, start=0, stop=listed.size,
                                first_row=0))
-        elif size.unit == "rows":
-            pieces.extend(_csv_row_pieces(source, listed, size.count))
         else:
-            pieces.extend(dict(source=source, path=listed.url, start=start,
-                               stop=min(start + size.count, listed.size))
-                          for start in range(0, listed.size, size.count))
+            pieces.extend(_csv_pieces(source, listed, size))
     return pieces, meta, files
 
 
-def _csv_row_pieces(source: TabularSource, listed: ListedFile, rows: int
-                    ) -> list[dict[str, Any]]:
-    """One newline-indexing pass: the byte offset of every ``rows``-th line start."""
-    starts = _line_starts(listed.url, source.storage_options, listed.size)
-    if source.header:
-        starts = starts[1:]
-    pieces = []
-    for first in range(0, len(starts), rows):
-        stop_row = min(first + rows, len(starts))
-        stop = int(starts[stop_row]) if stop_row < len(starts) else listed.size
-        pieces.append(dict(source=source, path=listed.url, start=int(starts[first]), stop=stop,
-                           first_row=first, items=stop_row - first))
-    return pieces
-
-
-def _line_starts(url: str, storage_options: dict[str, Any], size: int) -> np.ndarray:
-    offsets = [np.zeros(1, dtype=np.int64)]
-    position = 0
-    with fsspec.open(url, "rb", **storage_options) as handle:
-        while chunk := handle.read(_NEWLINE_CHUNK):
-            newlines = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
-            offsets.append(newlines.astype(np.int64) + position + 1)
-            position += len(chunk)
-        starts = np.concatenate(offsets)
-        starts = starts[starts < size]
-        while len(starts):  # blank lines at the end are no rows
-            handle.seek(int(starts[-1]))
-            if handle.read(size - int(starts[-1])).strip():
-                break
-            starts = starts[:-1]
-    return starts
+def _csv_pieces(source: TabularSource, listed: ListedFile, size: MiniBatchSize
+                ) -> list[dict[str, Any]]:
+    """Cut a file where rows start (one quote-aware pass, :mod:`daskprs.inputs.records`):
+    every ``N`` rows, or at the first row starting in each block of ``N`` bytes."""
+    cuts: list[tuple[int, int]] = []  # (byte offset, row number) where a piece starts
+    rows, block, header = 0, -1, source.header
+    with fsspec.open(listed.url, "rb", **source.storage_options) as handle:
+        for starts in row_starts(handle, source.separator):
+            if header:
+                starts, header = starts[1:], False
+            numbers = rows + np.arange(len(starts))
+            if size.unit == "rows":
+                first = numbers % size.count == 0
+            else:
+                blocks = starts // size.count
+                first = blocks != np.concatenate([[block], blocks[:-1]])
+                block = int(blocks[-1]) if len(blocks) else block
+            cuts.extend(zip(starts[first].tolist(), numbers[first].tolist(), strict=True))
+            rows += len(starts)
+    bounds = [*cuts, (listed.size, rows)]
+    return [dict(source=source, path=listed.url, start=start, stop=stop, first_row=first,
+                 items=end - first)
+            for (start, first), (stop, end) in itertools.pairwise(bounds)]
 
 
 def _plan_pandas(dataset: TabularDataset, size: MiniBatchSize

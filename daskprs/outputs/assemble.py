@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from daskprs.commit import STATE_DIR, BundleReader
+from daskprs.serialize import OutputColumns
 from daskprs.storage import AtomicWriter, Location, write_atomic
 
 logger = logging.getLogger(__name__)
@@ -82,8 +83,10 @@ class AppendRowAssembler(OrderedAssembler):
         self.fs = output.fs
         self.writer = AtomicWriter(self.fs, output.join(file_name),
                                    temp_dir=output.join(STATE_DIR, "assembly"))
+        self.columns = OutputColumns()
 
     def _write(self, record: dict[str, Any]) -> None:
+        self.columns.add(record.get("columns"))
         self.writer.write(self.bundles.payload(record))
 
     def commit(self) -> None:
@@ -91,8 +94,10 @@ class AppendRowAssembler(OrderedAssembler):
         self.writer.commit()
 
     def published(self) -> dict[str, Any]:
-        """The file's size and version (mtime or ETag) right after it was published."""
-        return {"published": file_version(self.fs, self.writer.path)}
+        """The file's size and version (mtime or ETag) right after it was published, and
+        the column names of DataFrame results (``read_output`` restores them)."""
+        return {"published": file_version(self.fs, self.writer.path),
+                "columns": self.columns.names}
 
     def discard(self) -> None:
         """Remove the partial file."""

@@ -22,7 +22,13 @@ from daskprs.commit import StateStore
 from daskprs.entry_script import MiniBatchContext
 from daskprs.inputs.plan import MiniBatch
 from daskprs.inputs.tabular import MINI_BATCH, READ_ERROR, read_mini_batch
-from daskprs.serialize import append_row_bytes, parquet_bytes, result_length, result_table
+from daskprs.serialize import (
+    append_row_bytes,
+    parquet_bytes,
+    result_columns,
+    result_length,
+    result_table,
+)
 from daskprs.storage import Location
 from daskprs.worker.downloads import downloaded
 from daskprs.worker.runner_client import Outcome
@@ -189,7 +195,7 @@ def _serialize(spec: Any, result: Any) -> tuple[bytes | None, list[str] | None]:
     if spec.output_action == "summary_only" or result_length(result) == 0:
         return None, None
     if spec.output_action == "append_row":
-        return append_row_bytes(result, spec.append_row_separator), None
+        return append_row_bytes(result, spec.append_row_separator), result_columns(result)
     table = result_table(result)
     return parquet_bytes(table), [f"{f.name}: {f.type}" for f in table.schema]
 
@@ -213,7 +219,7 @@ def _attempt(plugin: Any, mini_batch: MiniBatch, number: int, data: Any,
              read_error: str | None) -> tuple[dict[str, Any], Any]:
     started, clock = _now(), time.perf_counter()
     pid = plugin.runner_pid
-    items = (mini_batch.items or 0) if read_error is not None else len(data)
+    items = (mini_batch.items or len(data)) if read_error is not None else len(data)
     if read_error is not None:
         outcome = Outcome("error", error=read_error)
     elif items == 0:

@@ -142,6 +142,36 @@ def test_a_million_csv_rows_come_out_once_each_in_order(
     assert np.array_equal(ids, np.arange(1_000_000))
 
 
+@pytest.mark.parametrize("mini_batch_size", ["16KB", "500 rows"])
+def test_csv_quoted_line_ends_and_a_bad_value_on_a_cluster_count_every_row_once(
+        client, tmp_path, write_script, mini_batch_size):
+    rows, bad_row = 12_000, 11_000  # dtypes are inferred from the first 10,000 rows
+    texts = ["plain", "two\nlines", 'say "hi"', "a,b", "windows\r\nline end", "x\n\n\ny"]
+    data = pd.DataFrame({"id": range(rows), "text": [f"{texts[i % 6]} {i}" for i in range(rows)],
+                         "value": [str(i) for i in range(rows)]})
+    data.loc[bad_row, "value"] = "oops"
+    path = tmp_path / "data" / "quoted.csv"
+    path.parent.mkdir()
+    path.write_text(data.to_csv(index=False, lineterminator="\n"), encoding="utf-8",
+                    newline="")
+    source = write_script(tmp_path, RETURN_IDS)
+    out = tmp_path / "out"
+
+    result = run_step(client, source, [Dataset.Tabular.from_delimited_files(str(path))], out,
+                      mini_batch_size=mini_batch_size, run_max_try=1)
+
+    assert result.status == "Completed", result.summary()
+    table = attempts(out)
+    failed = table[table["status"] == "failed"]
+    assert len(failed) == 1 and "oops" in failed["error"].iloc[0]
+    first, last = (int(failed[c].iloc[0].rsplit("#", 1)[1]) for c in ("first_item",
+                                                                        "last_item"))
+    assert first <= bad_row <= last
+    bad = last - first + 1
+    assert result.items == {"total": rows, "succeeded": rows - bad, "failed": bad}
+    assert list(output_ids(out)) == [i for i in range(rows) if not first <= i <= last]
+
+
 def test_n_rows_gives_exactly_n_rows_per_mini_batch_except_each_files_last(
         client, tmp_path, make_parquet, write_script):
     rows_per_file, rows = [10_001, 7_777, 12_345], 2_500
