@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from daskprs.datasets import TabularDataset
+from daskprs.errors import InputError
 from daskprs.inputs.formats import (
     MINI_BATCH,
     READ_ERROR,
@@ -72,14 +73,46 @@ def _plan_parquet(dataset: TabularDataset, size: MiniBatchSize
                        f"input {dataset.name!r}")
     source = TabularSource("parquet", dataset.storage_options)
     pieces: list[dict[str, Any]] = []
-    meta = None
+    schemas: dict[str, Any] = {}
     for listed in files:
         metadata, schema = parquet_footer(listed.url, dataset.storage_options)
-        meta = schema.empty_table().to_pandas() if meta is None else meta
+        schemas[listed.url] = schema
         for start, stop in _parquet_ranges(metadata, size, listed.url):
             pieces.append(dict(source=source, path=listed.url, start=start, stop=stop,
                                first_row=start, items=stop - start))
+    meta = _common_schema(dataset, schemas).empty_table().to_pandas()
     return pieces, meta, files
+
+
+def _common_schema(dataset: TabularDataset, schemas: dict[str, Any]) -> Any:
+    """One schema for an input's Parquet files: their own when all agree; else the files'
+    schemas unified (a warning: each mini-batch keeps its file's columns); files whose
+    columns conflict are an InputError naming both."""
+    import pyarrow as pa
+
+    first_url, first = next(iter(schemas.items()))
+    differing = [(url, schema) for url, schema in schemas.items()
+                 if not schema.remove_metadata().equals(first.remove_metadata())]
+    if not differing:
+        return first
+    url, other = differing[0]
+    try:
+        unified = pa.unify_schemas([first, *(s for _, s in differing)],
+                                   promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise InputError(
+            f"input {dataset.name!r}: its Parquet files have conflicting schemas ({exc}), got "
+            f"{first_url} ({_fields(first)}) and {url} ({_fields(other)}). Give the files "
+            f"one schema, or make them separate inputs.") from exc
+    logger.warning("input %r: %d of %d Parquet files have another schema than %s (%s), e.g. "
+                   "%s (%s); each mini-batch has its own file's columns, the job lists them "
+                   "all", dataset.name, len(differing), len(schemas), first_url,
+                   _fields(first), url, _fields(other))
+    return unified
+
+
+def _fields(schema: Any) -> str:
+    return ", ".join(f"{field.name}: {field.type}" for field in schema)
 
 
 def _parquet_ranges(metadata: Any, size: MiniBatchSize, url: str) -> list[tuple[int, int]]:
@@ -119,6 +152,14 @@ def _plan_delimited(dataset: TabularDataset, size: MiniBatchSize
                     ) -> tuple[list[dict[str, Any]], pd.DataFrame, list[ListedFile]]:
     files = list_input(dataset.paths, dataset.storage_options, DELIMITED_SUFFIXES,
                        f"input {dataset.name!r}")
+    empty = [listed.url for listed in files if listed.size == 0]
+    if empty:  # one rule wherever they sort: a 0-byte file holds no rows
+        logger.warning("input %r: skipping %d empty (0-byte) file(s): %s", dataset.name,
+                       len(empty), ", ".join(empty[:5]))
+        files = [listed for listed in files if listed.size > 0]
+    if not files:
+        raise InputError(f"input {dataset.name!r} ({dataset.describe()}) has no rows: its "
+                         f"files are empty. Point it at data that has rows.")
     source, meta = delimited_source(dataset, files[0].url)
     pieces: list[dict[str, Any]] = []
     for listed in files:

@@ -66,3 +66,76 @@ def test_a_file_name_with_a_double_colon_is_read_whole(tmp_path, write_script):
     (folder / "c.txt").write_text("c")
 
     assert run_files(tmp_path, write_script, folder) == ["colons", "c"]
+
+
+def run_table(tmp_path: Path, write_script: Any, dataset: Any) -> Any:
+    source = write_script(tmp_path, "def run(mini_batch):\n    return mini_batch['id'].tolist()\n")
+    config = ParallelRunConfig(source_directory=str(source), entry_script="score.py",
+                               mini_batch_size="1000 rows", compute_target="inline")
+    return ParallelRunStep(name="hostile", parallel_run_config=config, inputs=[dataset],
+                           output=str(tmp_path / "out"))
+
+
+def test_a_header_only_csv_has_no_rows_before_any_cluster(tmp_path, write_script):
+    (tmp_path / "table").mkdir()
+    (tmp_path / "table" / "a.csv").write_text("id,x\n")
+    step = run_table(tmp_path, write_script,
+                     Dataset.Tabular.from_delimited_files(str(tmp_path / "table")))
+
+    with pytest.raises(InputError, match=r"input 'input0' \(.*\) has no rows"):
+        step.validate()
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("empty_name", ["0.csv", "5.csv"])  # sorts first, sorts between
+def test_an_empty_csv_file_is_skipped_wherever_it_sorts(tmp_path, write_script, empty_name,
+                                                        caplog):
+    folder = tmp_path / "table"
+    folder.mkdir()
+    (folder / "1.csv").write_text("id,x\n1,a\n")
+    (folder / "9.csv").write_text("id,x\n9,b\n")
+    (folder / empty_name).write_text("")
+    step = run_table(tmp_path, write_script, Dataset.Tabular.from_delimited_files(str(folder)))
+
+    result = step.run(progress=False)
+
+    assert result.status == "Completed", result.summary()
+    assert result.read_output()[0].tolist() == [1, 9]
+    assert f"skipping 1 empty (0-byte) file(s): {folder / empty_name}" in caplog.text
+
+
+def test_parquet_files_with_conflicting_schemas_are_refused_naming_both(tmp_path, write_script):
+    import pandas as pd
+
+    folder = tmp_path / "table"
+    folder.mkdir()
+    pd.DataFrame({"id": [1, 2]}).to_parquet(folder / "a.parquet")
+    pd.DataFrame({"id": ["x"]}).to_parquet(folder / "b.parquet")
+    step = run_table(tmp_path, write_script,
+                     Dataset.Tabular.from_parquet_files(str(folder)))
+
+    with pytest.raises(InputError) as caught:
+        step.validate()
+
+    message = str(caught.value)
+    assert "its Parquet files have conflicting schemas" in message
+    assert f"{folder / 'a.parquet'} (id: int64)" in message
+    assert f"{folder / 'b.parquet'} (id: " in message
+
+
+def test_parquet_files_with_extra_columns_warn_and_the_job_lists_every_column(
+        tmp_path, write_script, caplog):
+    import pandas as pd
+
+    folder = tmp_path / "table"
+    folder.mkdir()
+    pd.DataFrame({"id": [1, 2]}).to_parquet(folder / "a.parquet")
+    pd.DataFrame({"id": [3], "score": [0.5]}).to_parquet(folder / "b.parquet")
+    step = run_table(tmp_path, write_script,
+                     Dataset.Tabular.from_parquet_files(str(folder)))
+
+    result = step.run(progress=False)
+
+    assert result.status == "Completed"
+    assert result.columns == ["id", "score"]
+    assert "1 of 2 Parquet files have another schema" in caplog.text
