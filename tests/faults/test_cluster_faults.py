@@ -27,7 +27,7 @@ import time
 
 def run(mini_batch):
     time.sleep({seconds})
-    return [f"{version} {{i}}" for i in mini_batch["id"].tolist()]
+    return [f"{version}-{{i}}" for i in mini_batch["id"].tolist()]
 """
 
 
@@ -53,7 +53,7 @@ def test_a_killed_clients_leftover_runners_never_mix_into_the_rerun_of_a_changed
         code, _out, err = run.finish()
 
     assert code == 0, err
-    assert job.lines() == [f"new {i}" for i in range(400)]
+    assert job.lines() == [f"new-{i}" for i in range(400)]
     plugins = cluster.client.run(lambda dask_worker: sorted(dask_worker.plugins))
     assert not any(name.startswith("daskprs-") for names in plugins.values() for name in names)
     cluster.start_worker()

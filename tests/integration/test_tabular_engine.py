@@ -337,8 +337,12 @@ def test_parquet_output_round_trips_in_mini_batch_order(
     assert result.status == "Completed", result.summary()
     source_rows = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
     expected = pd.DataFrame({"id": source_rows["id"], "score": source_rows["f0"] * 2.0})
-    parts = sorted((out / "data").iterdir())
-    assert [p.name for p in parts] == [f"part-{i:05d}.parquet" for i in range(6)]
+    parts = sorted((out / "data").glob("part-*.parquet"))
+    # one part per mini-batch, numbered by mini-batch, named by run (issue 17: old or new)
+    assert [p.name for p in parts] == [f"part-{i:05d}-{result.run_id}.parquet"
+                                       for i in range(6)]
+    assert sorted(p.name for p in (out / "data").iterdir() if p not in parts) == [
+        f"_manifest-{result.run_id}.json"]
     assert [pq.ParquetFile(p).metadata.num_rows for p in parts] == [2_000, 2_000, 1_000] * 2
     by_part = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
     pd.testing.assert_frame_equal(by_part, expected)
