@@ -149,9 +149,10 @@ def run_job(root: str, data: str, output: str, scheduler: str | None = None
 
 # ---------------------------------------------------------------- daskprs vs dask.bag
 
-def noop_partition(paths: list[str]) -> list[str]:
-    """The plain bag's task: the same no-op as the entry script."""
-    return list(paths)
+def noop_partition(partition: list[list[str]]) -> list[str]:
+    """The plain bag's task (a partition holds one mini-batch): the same no-op as the entry
+    script, one result per path."""
+    return [path for paths in partition for path in paths]
 
 
 def compare(root: str, data: str, output: str) -> dict[str, Any]:
@@ -196,6 +197,7 @@ def main() -> None:
         data = make_files(args.root, size)
         output = os.path.join(args.root, f"out-{size}")
         row = {"files": size, **run_job(args.root, data, output)}
+        print(json.dumps(row), flush=True)
         if size <= args.compare_max:
             row.update(compare(args.root, data, output + "-shared"))
         rows.append(row)

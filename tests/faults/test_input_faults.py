@@ -139,3 +139,32 @@ def test_parquet_files_with_extra_columns_warn_and_the_job_lists_every_column(
     assert result.status == "Completed"
     assert result.columns == ["id", "score"]
     assert "1 of 2 Parquet files have another schema" in caplog.text
+
+
+def test_an_output_inside_its_input_folder_is_refused_by_the_cli_before_any_cluster(
+        tmp_path, write_script):
+    """Item 4: a rerun would read its own previous output (and logs) as input."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    folder = tmp_path / "table"
+    folder.mkdir()
+    (folder / "a.csv").write_text("id\n1\n2\n")
+    source = write_script(tmp_path, PATHS)
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "inside", "inputs": [{"name": "table", "type": "tabular",
+                                      "format": "delimited", "path": str(folder)}],
+        "output": str(folder / "scored"),
+        "parallel_run_config": {"source_directory": str(source), "entry_script": "score.py"}}))
+
+    done = subprocess.run([sys.executable, "-m", "daskprs", "run", str(config)],
+                          capture_output=True, text=True, timeout=300, check=False,
+                          stdin=subprocess.DEVNULL)
+
+    assert done.returncode == 2, done.stderr
+    assert str(folder / "scored") in done.stderr and str(folder) in done.stderr
+    assert "Dask dashboard" not in done.stderr
+    assert not (folder / "scored").exists()

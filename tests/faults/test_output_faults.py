@@ -49,7 +49,7 @@ def versions(frame: pd.DataFrame) -> set[str]:
     return set(frame["version"])
 
 
-def kill_while_publishing(cli: Any, config: Path, fs: Any, data: str) -> None:
+def kill_while_publishing(cli: Any, config: Path, fs: Any, data: str, *options: str) -> None:
     """Start a job and SIGKILL it (and its cluster) once it has published some, not all,
     of its new Parquet parts."""
     before = set(fs.ls(data, detail=False)) if fs.exists(data) else set()
@@ -58,30 +58,32 @@ def kill_while_publishing(cli: Any, config: Path, fs: Any, data: str) -> None:
         fs.invalidate_cache()
         return bool(set(fs.ls(data, detail=False)) - before) if fs.exists(data) else False
 
-    proc = cli.start(config)
+    proc = cli.start(config, *options)
     cli.wait_for(proc, new_parts, "new Parquet parts being published")
     cli.signal(proc, signal.SIGKILL)
     cli.wait_gone(proc)
 
 
 def test_s3_parquet_output_killed_while_publishing_v2_reads_as_v1_then_v2(
-        cli, storage_servers, tmp_path, make_parquet, write_script):
-    """Item 2: readers of the job result see the old output or the new one, never a mix."""
+        cli, dask_processes, storage_servers, tmp_path, make_parquet, write_script):
+    """Item 2: readers of the job result see the old output or the new one, never a mix
+    (moto S3, real ``dask scheduler`` / ``dask worker`` processes)."""
+    on_cluster = ("--scheduler", dask_processes.address)
     storage = new_bucket("s3", storage_servers["s3"])
     url = storage.url("out")
     config = job(tmp_path, make_parquet, write_script, url, storage.storage_options)
-    code, out, err = cli.run(config)
+    code, out, err = cli.run(config, *on_cluster)
     assert code == 0, out + err
     first = JobResult.load(url, storage.storage_options).read_output()
     assert versions(first) == {"v1"} and first["id"].tolist() == list(range(600))
 
     write_script(tmp_path, VERSIONED.format(version="v2"))
-    kill_while_publishing(cli, config, storage.fs, storage.path("out", "data"))
+    kill_while_publishing(cli, config, storage.fs, storage.path("out", "data"), *on_cluster)
 
     after_kill = JobResult.load(url, storage.storage_options)
     assert after_kill.status == "Completed"
     pd.testing.assert_frame_equal(after_kill.read_output(), first)
-    code, out, err = cli.run(config)
+    code, out, err = cli.run(config, *on_cluster)
     assert code == 0, out + err
     final = JobResult.load(url, storage.storage_options).read_output()
     assert versions(final) == {"v2"} and final["id"].tolist() == list(range(600))

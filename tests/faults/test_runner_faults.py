@@ -4,7 +4,8 @@ The timeout clock covers ``run()`` only; a replacement runner whose ``init()`` f
 retried, and a worker that turns unhealthy gives its mini-batch away uncharged; nothing
 ``run()`` started outlives its runner; a ``MemoryError`` replaces the runner; a worker's
 temporary folders go at teardown (and stale ones of dead workers at the next setup); user
-logs are redacted. Jobs run on the session ``client`` (2 workers x 1 thread). Tests wait on
+logs are redacted. Jobs run on the session ``client`` (2 workers x 1 thread), the 17.9
+cases on real ``dask scheduler`` / ``dask worker`` processes. Tests wait on
 files and processes with generous deadlines, never on sleeps.
 """
 
@@ -231,7 +232,8 @@ def test_a_one_second_timeout_is_not_spent_on_a_fresh_runners_imports(
 # ---------------------------------------------------------------- 17.9 init() of replacements
 
 def test_a_replacement_runner_whose_init_fails_once_is_started_again_on_the_same_worker(
-        client, tmp_path, make_parquet, write_script):
+        dask_processes, tmp_path, make_parquet, write_script):
+    """On real ``dask scheduler`` / ``dask worker`` processes."""
     data = make_rows(make_parquet, tmp_path / "data", 100)
     source = write_script(tmp_path, REINIT_SCRIPT)
     state = tmp_path / "state"
@@ -240,7 +242,7 @@ def test_a_replacement_runner_whose_init_fails_once_is_started_again_on_the_same
     step = api_step(source, data, out, arguments=["--state", str(state), "--failing-inits", 1],
                     mini_batch_size="10 rows", run_max_try=3)
 
-    result = step.run(client=client, progress=False)
+    result = step.run(client=dask_processes.address, progress=False)
 
     assert result.mini_batches == {"total": 10, "succeeded": 10, "failed": 0, "reused": 0}
     assert result.attempts == {**NO_ATTEMPTS, "total": 11, "crashed": 1}
@@ -254,7 +256,8 @@ def test_a_replacement_runner_whose_init_fails_once_is_started_again_on_the_same
 
 
 def test_a_worker_whose_replacement_runners_fail_init_three_times_gives_its_mini_batch_away(
-        client, tmp_path, make_parquet, write_script):
+        dask_processes, tmp_path, make_parquet, write_script):
+    """On real ``dask scheduler`` / ``dask worker`` processes."""
     data = make_rows(make_parquet, tmp_path / "data", 100)
     source = write_script(tmp_path, REINIT_SCRIPT)
     state = tmp_path / "state"
@@ -264,7 +267,7 @@ def test_a_worker_whose_replacement_runners_fail_init_three_times_gives_its_mini
     step = api_step(source, data, out, arguments=["--state", str(state), "--failing-inits", -1],
                     mini_batch_size="10 rows", run_max_try=2)
 
-    result = step.run(client=client, progress=False)
+    result = step.run(client=dask_processes.address, progress=False)
 
     assert result.mini_batches == {"total": 10, "succeeded": 10, "failed": 0, "reused": 0}
     assert result.attempts == {**NO_ATTEMPTS, "total": 11, "crashed": 1}
