@@ -17,6 +17,7 @@ import csv
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -838,6 +839,29 @@ def test_a_second_ctrl_c_exits_at_once_and_still_leaves_a_canceled_job_result(
     assert job_json(out)["status"] == "Canceled"
     assert job_json(out)["mini_batches"]["total"] == 60
     assert not (out / "parallel_run_step.txt").exists()
+
+
+def test_a_canceled_job_prints_no_raw_log_lines_of_dask_on_the_terminal(
+        cli, tmp_path, make_parquet, write_script):
+    """Ctrl-C from a terminal (the whole process group): the user sees daskprs' own lines,
+    not distributed's (they are in logs/sys/client.txt)."""
+    data = make_rows(make_parquet, tmp_path / "data", 600)
+    source = write_script(tmp_path, SLOW_SCRIPT.format(seconds=0.1))
+    out = tmp_path / "out"
+    config = write_config(tmp_path, source, data, out, mini_batch_size="10 rows")
+
+    proc = cli.start(config)
+    cli.wait_for(proc, lambda: len(committed_ids(out)) >= 5, "5 mini-batches committed")
+    cli.signal(proc, signal.SIGINT)
+    code = cli.wait_gone(proc)
+
+    stdout, stderr = cli.output(proc)
+    assert code == 130, stderr[-3000:]
+    raw = [line for line in stderr.splitlines()
+           if re.search(r" - distributed\.[\w.]+ - (DEBUG|INFO|WARNING|ERROR|CRITICAL) - ", line)
+           or line.startswith("Traceback")]
+    assert raw == [], "\n".join(raw[:10])
+    assert "Canceled" in stderr
 
 
 # ---------------------------------------------------------------- 8. inline
