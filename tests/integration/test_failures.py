@@ -855,7 +855,7 @@ def test_a_canceled_job_prints_no_raw_log_lines_of_dask_on_the_terminal(
     cli.signal(proc, signal.SIGINT)
     code = cli.wait_gone(proc)
 
-    stdout, stderr = cli.output(proc)
+    _, stderr = cli.output(proc)
     assert code == 130, stderr[-3000:]
     raw = [line for line in stderr.splitlines()
            if re.search(r" - distributed\.[\w.]+ - (DEBUG|INFO|WARNING|ERROR|CRITICAL) - ", line)
