@@ -29,6 +29,7 @@ _EXPORTS = {
     "OutputError": "daskprs.errors",
     "ClusterError": "daskprs.errors",
     "InitFailedError": "daskprs.errors",
+    "ClusterLostError": "daskprs.errors",
     "JobFailedError": "daskprs.errors",
 }
 

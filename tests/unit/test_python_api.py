@@ -14,6 +14,7 @@ from daskprs.errors import DaskprsError, Problem
 
 EXPORTED = [
     "ClusterError",
+    "ClusterLostError",
     "ConfigError",
     "DaskprsError",
     "Dataset",
