@@ -180,7 +180,7 @@ VERSION = "{version}"
 
 def run(mini_batch):
     time.sleep(0.05)
-    return [f"{{VERSION}} {{i}}" for i in mini_batch["id"]]
+    return [f"{{VERSION}}-{{i}}" for i in mini_batch["id"]]
 """
 
 # init() appends its pid to --pids; run() raises on each mini-batch's first attempt.
@@ -204,7 +204,7 @@ def run(mini_batch, mini_batch_context):
         with open(marker, "w") as handle:
             handle.write(str(mini_batch_context.attempt))
         raise RuntimeError(f"first try of {mini_batch_context.mini_batch_id}")
-    return [f"{mini_batch_context.mini_batch_id} {i}" for i in mini_batch["id"]]
+    return [f"{mini_batch_context.mini_batch_id}:{i}" for i in mini_batch["id"]]
 """
 
 
@@ -713,9 +713,9 @@ def versioned_job(client, tmp_path, make_parquet, write_script) -> dict[str, Any
         client=client, progress=False)
     assert result.status == "Completed", result.summary()
     old = (out / "parallel_run_step.txt").read_bytes()
-    assert old == "".join(f"first {i}\n" for i in range(600)).encode()
+    assert old == "".join(f"first-{i}\n" for i in range(600)).encode()
     write_script(tmp_path, VERSIONED_SCRIPT.format(version="second-version"))
-    new = "".join(f"second-version {i}\n" for i in range(600)).encode()
+    new = "".join(f"second-version-{i}\n" for i in range(600)).encode()
     return {"data": data, "source": source, "out": out, "old": old, "new": new}
 
 
@@ -892,7 +892,7 @@ def test_inline_gives_the_clusters_output_and_runs_init_in_the_calling_process(
         pids = [int(x) for x in (tmp_path / target / "pids.txt").read_text().split()]
         results[target] = (out, pids)
 
-    expected = [f"input0-{i // 10} {i}" for i in range(60)]
+    expected = [f"input0-{i // 10}:{i}" for i in range(60)]
     for target, (out, _) in results.items():
         assert output_lines(out) == expected, target
         summary = job_json(out)

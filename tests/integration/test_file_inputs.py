@@ -163,7 +163,8 @@ def test_partition_keys_of_a_file_input_give_each_key_value_one_mini_batch(
     result = run_step(client, source, [dataset.as_named_input("images")], out,
                       partition_keys=["region", "day"])
     assert result.status == "Completed", result.first_errors
-    rows = [line.split("|") for line in output_lines(out)]
+    # values hold quotes and spaces, so append_row quotes them: read them back as values
+    rows = [value.split("|") for value in result.read_output()[0].tolist()]
     ids = [row[0] for row in rows]
     assert list(dict.fromkeys(ids)) == [f"images-{n}" for n in range(6)]
     expected = [(f"images-{2 * r + d}", {"day": day, "region": region})
@@ -194,7 +195,7 @@ def test_partition_keys_of_a_tabular_input_give_each_key_value_one_mini_batch(
     result = run_step(client, source, [Dataset.Tabular.from_parquet_files(str(folder))], out,
                       partition_keys=["region"], mini_batch_size="100 rows")
     assert result.status == "Completed", result.first_errors
-    table = pd.DataFrame([line.split("|") for line in output_lines(out)],
+    table = pd.DataFrame([value.split("|") for value in result.read_output()[0].tolist()],
                          columns=["mini_batch_id", "key", "id"])
     table["region"] = table["key"].map(lambda text: json.loads(text)["region"] or "<none>")
     table["id"] = table["id"].astype(int)
