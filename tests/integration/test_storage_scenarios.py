@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from daskprs import Dataset, ParallelRunConfig, ParallelRunStep
+from daskprs import Dataset, JobResult, ParallelRunConfig, ParallelRunStep
 
 ROWS_PER_FILE = 1_000
 FILES = 3
@@ -90,7 +90,10 @@ def run(mini_batch):
     assert frame["double"].tolist() == [2.0 * (i % ROWS_PER_FILE) for i in range(3000)]
     parts = sorted(p.rsplit("/", 1)[-1] for p in storage.fs.ls(storage.path("out", "data"),
                                                                 detail=False))
-    assert parts == [f"part-{i:05d}.parquet" for i in range(FILES * 3)]
+    # one part per mini-batch, named by run (old or new for readers), and the manifest
+    run_id = JobResult.load(storage.url("out"), storage.storage_options).run_id
+    assert parts == [f"_manifest-{run_id}.json",
+                     *(f"part-{i:05d}-{run_id}.parquet" for i in range(FILES * 3))]
 
 
 def test_a_failed_job_publishes_nothing_and_keeps_the_previous_output(storage, tmp_path,
@@ -174,8 +177,10 @@ def test_file_inputs_reach_run_as_local_files_with_their_folders(storage, tmp_pa
     result = step.run(client=client, progress=False)
 
     assert result.status == "Completed"
-    lines = storage.fs.cat_file(storage.path("out", "parallel_run_step.txt")).decode()
-    seen = [json.loads(line) for line in lines.splitlines()]
+    # each result is a JSON text (quotes, spaces): read the values back, not the raw lines
+    values = JobResult.load(storage.url("out"), storage.storage_options).read_output(
+        storage.storage_options)[0].tolist()
+    seen = [json.loads(value) for value in values]
     assert [s["text"] for s in seen] == names            # every file once, in path order
     assert all(s["exists"] for s in seen)
     assert [s["tail"] for s in seen] == names            # <input name>/<path below the root>
