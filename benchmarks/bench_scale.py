@@ -5,7 +5,8 @@ Run by hand (not part of the test suite)::
     python benchmarks/bench_scale.py [--sizes 10000 100000 1000000] [--compare-max 100000]
                                      [--root /tmp/daskprs-bench-scale] [--json out.json]
 
-For each size it makes that many empty files (folders of 1,000; kept between runs), then runs
+For each size it makes that many empty files (folders of 1,000, by ``bench_files.py``; kept
+between runs), then runs
 a job of ``mini_batch_size`` 10 with a no-op ``run()`` (one result per file, ``append_row``)
 on an embedded LocalCluster of 2 worker processes, **in a child process**, and reports:
 
@@ -38,33 +39,13 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-ENTRY_SCRIPT = '''\
-"""Entry script of benchmarks/bench_scale.py: a no-op, one result per file."""
-
-
-def run(mini_batch):
-    return mini_batch
-'''
-PER_FOLDER = 1_000
+from bench_files import make_files as make_files_in  # the same files and no-op script
 
 
 def make_files(root: str, count: int) -> str:
-    """``count`` empty files in folders of 1,000 below ``root/files-<count>``."""
-    data = os.path.join(root, f"files-{count}")
-    stamp = os.path.join(data, "_complete")
-    if not os.path.exists(stamp):
-        shutil.rmtree(data, ignore_errors=True)
-        for number in range(count):
-            folder = os.path.join(data, f"d{number // PER_FOLDER:04d}")
-            if number % PER_FOLDER == 0:
-                os.makedirs(folder)
-            open(os.path.join(folder, f"f{number:07d}.bin"), "wb").close()
-        open(stamp, "w").close()  # a name starting with _ is not an input file
-    source = os.path.join(root, "src")
-    os.makedirs(source, exist_ok=True)
-    with open(os.path.join(source, "score.py"), "w", encoding="utf-8") as handle:
-        handle.write(ENTRY_SCRIPT)
-    return data
+    """``count`` empty files in folders of 1,000 below ``root/files-<count>/data`` (kept
+    between runs), the no-op entry script in ``root/files-<count>/src``."""
+    return make_files_in(os.path.join(root, f"files-{count}"), count)
 
 
 # ---------------------------------------------------------------- child: one job
@@ -117,11 +98,12 @@ def count_objects(folder: str) -> int:
     return total
 
 
-def run_job(root: str, data: str, output: str, scheduler: str | None = None
+def run_job(data: str, output: str, scheduler: str | None = None
             ) -> dict[str, Any]:
     """One job in a child process, sampled for objects under ``_daskprs/``."""
     shutil.rmtree(output, ignore_errors=True)
-    command = [sys.executable, __file__, "--child", data, os.path.join(root, "src"), output]
+    source = os.path.join(os.path.dirname(data), "src")
+    command = [sys.executable, __file__, "--child", data, source, output]
     if scheduler:
         command.append(scheduler)
     peak = [0]
@@ -155,7 +137,7 @@ def noop_partition(partition: list[list[str]]) -> list[str]:
     return [path for paths in partition for path in paths]
 
 
-def compare(root: str, data: str, output: str) -> dict[str, Any]:
+def compare(data: str, output: str) -> dict[str, Any]:
     """daskprs and a plain ``dask.bag`` map on one 2-worker cluster: seconds each."""
     import dask.bag as db
     from distributed import Client, LocalCluster
@@ -176,7 +158,7 @@ def compare(root: str, data: str, output: str) -> dict[str, Any]:
         results = bag.compute()
         bag_seconds = time.perf_counter() - start
         assert len(results) == sum(len(b) for b in batches)
-        job = run_job(root, data, output, cluster.scheduler_address)
+        job = run_job(data, output, cluster.scheduler_address)
     return {"bag_seconds": bag_seconds, "bag_per_second": len(batches) / bag_seconds,
             "daskprs_total": job["total"], "daskprs_steady_per_second": job["steady_per_second"],
             "steady_over_bag": job["steady_per_second"] / (len(batches) / bag_seconds)}
@@ -196,10 +178,10 @@ def main() -> None:
     for size in args.sizes:
         data = make_files(args.root, size)
         output = os.path.join(args.root, f"out-{size}")
-        row = {"files": size, **run_job(args.root, data, output)}
+        row = {"files": size, **run_job(data, output)}
         print(json.dumps(row), flush=True)
         if size <= args.compare_max:
-            row.update(compare(args.root, data, output + "-shared"))
+            row.update(compare(data, output + "-shared"))
         rows.append(row)
         print(json.dumps(row), flush=True)
     print(f"\n{'files':>9} {'first s':>8} {'total s':>8} {'tail s':>7} {'RSS MB':>7} "
