@@ -86,5 +86,6 @@ def test_a_fault_free_job_of_2000_file_mini_batches_makes_at_most_1_5_s3_request
     assert result.mini_batches["total"] == 2_000
     assert result.read_output(storage_options=options)[0].tolist() == names
     per_mini_batch = requests / 2_000
+    print(f"{requests} S3 requests for 2,000 mini-batches: {dict(app.counts)}")
     assert per_mini_batch <= 1.5, (f"{requests} S3 requests for 2,000 mini-batches "
                                    f"({per_mini_batch:.2f} each): {dict(app.counts)}")
