@@ -286,18 +286,30 @@ def _scan_local_folder(root: str, suffixes: tuple[str, ...] | None, what: str
 
 
 def _find(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every file below a remote folder, page by page where the backend allows it (s3fs
-    lists 1,000 keys a request; the entries of a page are dropped once yielded)."""
-    iterdir = getattr(fs, "_iterdir", None)
-    if iterdir is not None and getattr(fs, "protocol", None) and "s3" in fs.protocol:
+    """Every file below a remote folder, page by page where the backend allows it (S3 and
+    Azure list 1,000 keys a request; the entries of a page are dropped once yielded)."""
+    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    if "s3" in protocols and hasattr(fs, "_iterdir"):
         bucket, _, prefix = path.partition("/")
         prefix = prefix.rstrip("/") + "/" if prefix else ""
-        pages = iterdir(bucket, prefix=prefix, delimiter="")
-        for info in iterate_async(fs, pages):
-            if info.get("type") != "directory" and not info["name"].endswith("/"):
-                yield info["name"], info
+        pages = fs._iterdir(bucket, prefix=prefix, delimiter="")
+    elif "abfs" in protocols and hasattr(fs, "service_client"):
+        pages = _azure_blobs(fs, path)
+    else:
+        yield from fs.find(path, detail=True).items()
         return
-    yield from fs.find(path, detail=True).items()
+    for info in iterate_async(fs, pages):
+        if info.get("type") != "directory" and not info["name"].endswith("/"):
+            yield info["name"], info
+
+
+async def _azure_blobs(fs: Any, path: str) -> Any:
+    """The blobs below ``path``, as adlfs names them, streamed from ``list_blobs``."""
+    container, prefix, _ = fs.split_path(path.rstrip("/") + "/")
+    async with fs.service_client.get_container_client(container=container) as client:
+        async for blob in client.list_blobs(name_starts_with=prefix):
+            yield {"name": f"{container}/{blob.name}", "size": blob.size, "type": "file",
+                   "etag": blob.etag}
 
 
 def iterate_async(fs: fsspec.AbstractFileSystem, generator: Any) -> Iterator[Any]:
