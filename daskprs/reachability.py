@@ -9,11 +9,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import fsspec
-
 from daskprs.commit import StateStore
 from daskprs.errors import ClusterError
 from daskprs.storage import Location, write_atomic
+from daskprs.storage.location import url_to_fs
 
 _FIX = ("Use object storage (s3://..., az://...) or a filesystem every worker mounts at the "
         "same path")
@@ -48,7 +47,7 @@ def _probe_worker(output_url: str, output_options: dict[str, Any], probe: str, t
         return f"the output {output_url} (it sees another folder at that path)"
     for url, options in roots:
         try:
-            fs, path = fsspec.core.url_to_fs(url, **options)
+            fs, path = url_to_fs(url, **options)
             if not fs.exists(path):
                 return f"the input {url} (it does not exist there)"
         except Exception as exc:

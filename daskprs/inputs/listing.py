@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from fsspec.implementations.local import LocalFileSystem
 
 from daskprs.errors import InputError
+from daskprs.storage.location import url_to_fs
 
 _WILDCARDS = "*?["
 PARQUET_SUFFIXES = (".parquet", ".parq")
@@ -227,7 +228,7 @@ def _list_one(path: str, storage_options: dict[str, Any],
               suffixes: tuple[str, ...] | None, what: str
               ) -> Iterator[tuple[str, int, int, Any]]:
     try:
-        fs, fs_path = fsspec.core.url_to_fs(path, **storage_options)
+        fs, fs_path = url_to_fs(path, **storage_options)
     except (ImportError, ValueError) as exc:
         raise InputError(f"input path {path!r}: {exc}") from exc
     scheme = path.split("://", 1)[0] if "://" in path else None

@@ -28,12 +28,12 @@ class Location:
     @property
     def fs(self) -> fsspec.AbstractFileSystem:
         """The filesystem (fsspec caches instances, so this is cheap)."""
-        return fsspec.core.url_to_fs(self.url, **self.storage_options)[0]
+        return url_to_fs(self.url, **self.storage_options)[0]
 
     @property
     def path(self) -> str:
         """The folder's path as the filesystem spells it."""
-        return fsspec.core.url_to_fs(self.url, **self.storage_options)[1]
+        return url_to_fs(self.url, **self.storage_options)[1]
 
     @property
     def is_local(self) -> bool:
@@ -43,6 +43,14 @@ class Location:
     def join(self, *parts: str) -> str:
         """Return the filesystem path of ``parts`` below this folder."""
         return "/".join([self.path.rstrip("/"), *parts])
+
+
+def url_to_fs(url: str, **storage_options: Any) -> tuple[fsspec.AbstractFileSystem, str]:
+    """``fsspec.core.url_to_fs``, except that a path without ``://`` is a local path as it
+    is: a file name holding ``::`` (fsspec's chaining separator) stays one path."""
+    if "://" not in url and "::" in url:
+        return LocalFileSystem(), os.path.abspath(os.path.expanduser(url))
+    return fsspec.core.url_to_fs(url, **storage_options)
 
 
 def normalize_url(url: str) -> str:
@@ -62,7 +70,7 @@ def probe_bucket(url: str, storage_options: dict[str, Any]) -> None:
     """
     if "://" not in url or url.startswith(("file://", "memory://")):
         return
-    fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    fs, path = url_to_fs(url, **storage_options)
     bucket = path.split("/", 1)[0]
     if bucket and not any(ch in bucket for ch in "*?["):
         fs.ls(bucket, detail=False)

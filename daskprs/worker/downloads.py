@@ -14,13 +14,14 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+from daskprs.storage.location import url_to_fs
 
 
 def is_remote(url: str, storage_options: dict[str, Any]) -> bool:
     """Whether ``url`` is on a filesystem other than local disk."""
-    return not isinstance(fsspec.core.url_to_fs(url, **storage_options)[0], LocalFileSystem)
+    return not isinstance(url_to_fs(url, **storage_options)[0], LocalFileSystem)
 
 
 @contextlib.contextmanager
@@ -32,7 +33,7 @@ def downloaded(urls: list[str], relatives: list[str], input_name: str,
         return
     folder = tempfile.mkdtemp(prefix="attempt-", dir=parent)
     try:
-        fs = fsspec.core.url_to_fs(urls[0], **storage_options)[0]
+        fs = url_to_fs(urls[0], **storage_options)[0]
         local = [os.path.join(folder, input_name, *rel.split("/")) for rel in relatives]
         for path in {os.path.dirname(p) for p in local}:
             os.makedirs(path, exist_ok=True)
@@ -45,7 +46,7 @@ def downloaded(urls: list[str], relatives: list[str], input_name: str,
 def download_side_input(url: str, storage_options: dict[str, Any], parent: str) -> str:
     """Copy a remote side input (a file or a folder) below ``parent``; return its local path
     (the file, or the folder)."""
-    fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    fs, path = url_to_fs(url, **storage_options)
     name = path.rstrip("/").rsplit("/", 1)[-1]
     local = os.path.join(parent, name)
     os.makedirs(parent, exist_ok=True)

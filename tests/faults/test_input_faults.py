@@ -18,12 +18,13 @@ from daskprs import Dataset, InputError, ParallelRunConfig, ParallelRunStep
 PATHS = "def run(mini_batch):\n    return [open(p).read() for p in mini_batch]\n"
 
 
-def run_files(tmp_path: Path, write_script: Any, folder: Path) -> list[str]:
+def run_files(tmp_path: Path, write_script: Any, folder: Any) -> list[str]:
     source = write_script(tmp_path, PATHS)
     config = ParallelRunConfig(source_directory=str(source), entry_script="score.py",
                                mini_batch_size=2, compute_target="inline")
     step = ParallelRunStep(name="hostile", parallel_run_config=config,
-                           inputs=[Dataset.File.from_files(str(folder))],
+                           inputs=[Dataset.File.from_files(
+                               folder if isinstance(folder, list) else str(folder))],
                            output=str(tmp_path / "out"))
     result = step.run(progress=False)
     assert result.status == "Completed", result.summary()
@@ -59,13 +60,18 @@ def test_a_dangling_link_is_an_input_error_naming_it(tmp_path, write_script):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_file_name_with_a_double_colon_is_read_whole(tmp_path, write_script):
+@pytest.mark.parametrize("given", ["folder", "file", "list"])
+def test_a_file_name_with_a_double_colon_is_read_whole(tmp_path, write_script, given):
     folder = tmp_path / "files"
     folder.mkdir()
     (folder / "a::b.txt").write_text("colons")
     (folder / "c.txt").write_text("c")
+    path: Any = {"folder": folder, "file": folder / "a::b.txt",
+                 "list": [str(folder / "a::b.txt"), str(folder / "c.txt")]}[given]
 
-    assert run_files(tmp_path, write_script, folder) == ["colons", "c"]
+    lines = run_files(tmp_path, write_script, path)
+
+    assert lines == (["colons"] if given == "file" else ["colons", "c"])
 
 
 def run_table(tmp_path: Path, write_script: Any, dataset: Any) -> Any:
