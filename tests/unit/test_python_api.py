@@ -356,7 +356,8 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
 def test_every_error_class_has_the_documented_exit_code() -> None:
     assert {name: getattr(daskprs, name).exit_code for name in EXPORTED
             if name.endswith("Error")} == {
-        "ClusterError": 2, "ConfigError": 2, "DaskprsError": 3, "EntryScriptError": 2,
+        "ClusterError": 2, "ClusterLostError": 1, "ConfigError": 2, "DaskprsError": 3,
+        "EntryScriptError": 2,
         "InitFailedError": 1, "InputError": 2, "JobFailedError": 1, "OutputError": 2}
 
 
