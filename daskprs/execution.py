@@ -203,6 +203,7 @@ class _Dispatcher:
         self.carried: dict[str, list[dict[str, Any]]] = {}  # attempts on unhealthy workers
         self.held: list[MiniBatch] = []
         self.workers = max(len(client.scheduler_info()["workers"]), 1)
+        self.counted = time.monotonic()
 
     def run(self, todo: Iterator[MiniBatch], count: int) -> str:
         from distributed import as_completed
@@ -222,7 +223,6 @@ class _Dispatcher:
                     if time.monotonic() - idle_since > min(WATCH_SECONDS,
                                                            no_worker_timeout() / 4):
                         self.health.check_workers()
-                        self.workers = max(len(self.client.scheduler_info()["workers"]), 1)
                         idle_since = time.monotonic()
                     time.sleep(POLL_SECONDS)
                     continue
@@ -242,6 +242,9 @@ class _Dispatcher:
         return ""
 
     def _fill(self) -> None:
+        if time.monotonic() - self.counted > 1.0:  # workers that joined widen the window
+            self.workers = max(len(self.client.scheduler_info()["workers"]), 1)
+            self.counted = time.monotonic()
         while len(self.pending) < window_size(self.workers):
             if self.again:
                 batches, workers, submission = self.again.popleft()
