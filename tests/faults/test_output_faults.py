@@ -49,6 +49,15 @@ def versions(frame: pd.DataFrame) -> set[str]:
     return set(frame["version"])
 
 
+def assert_one_version(frame: pd.DataFrame, first: pd.DataFrame, old: bool) -> None:
+    """The old output whole (the kill came before the new job result named its parts), or
+    the new one whole (it came after): never a mix."""
+    if old:
+        pd.testing.assert_frame_equal(frame, first)
+    else:
+        assert versions(frame) == {"v2"} and frame["id"].tolist() == list(range(600))
+
+
 def kill_while_publishing(cli: Any, config: Path, fs: Any, data: str, *options: str) -> None:
     """Start a job and SIGKILL it (and its cluster) once it has published some, not all,
     of its new Parquet parts."""
@@ -74,7 +83,8 @@ def test_s3_parquet_output_killed_while_publishing_v2_reads_as_v1_then_v2(
     config = job(tmp_path, make_parquet, write_script, url, storage.storage_options)
     code, out, err = cli.run(config, *on_cluster)
     assert code == 0, out + err
-    first = JobResult.load(url, storage.storage_options).read_output()
+    published = JobResult.load(url, storage.storage_options)
+    first = published.read_output()
     assert versions(first) == {"v1"} and first["id"].tolist() == list(range(600))
 
     write_script(tmp_path, VERSIONED.format(version="v2"))
@@ -82,7 +92,8 @@ def test_s3_parquet_output_killed_while_publishing_v2_reads_as_v1_then_v2(
 
     after_kill = JobResult.load(url, storage.storage_options)
     assert after_kill.status == "Completed"
-    pd.testing.assert_frame_equal(after_kill.read_output(), first)
+    assert_one_version(after_kill.read_output(), first,
+                       old=after_kill.run_id == published.run_id)
     code, out, err = cli.run(config, *on_cluster)
     assert code == 0, out + err
     final = JobResult.load(url, storage.storage_options).read_output()
@@ -109,11 +120,13 @@ def test_local_parquet_killed_while_publishing_then_a_failing_run_keeps_the_old_
     code, stdout, err = cli.run(config)
 
     assert code == 1, stdout + err
-    listed = yaml.safe_load((out / manifest).read_text(encoding="utf-8"))
+    # data/ holds exactly one whole version: one manifest, exactly the parts it names
+    (kept_manifest,) = (out / "data").glob("_manifest-*.json")
+    listed = yaml.safe_load(kept_manifest.read_text(encoding="utf-8"))
     on_disk = sorted(p.name for p in (out / "data").iterdir())
-    assert on_disk == sorted([*listed["parts"], Path(manifest).name])  # v1, and only v1
+    assert on_disk == sorted([*listed["parts"], kept_manifest.name])
     kept = pd.read_parquet([out / "data" / name for name in listed["parts"]])
-    pd.testing.assert_frame_equal(kept, first)
+    assert_one_version(kept, first, old=kept_manifest.name == Path(manifest).name)
 
 
 def test_a_completed_job_whose_output_was_overwritten_is_run_again_not_reused(
