@@ -11,6 +11,7 @@ import pandas as pd
 
 from daskprs.errors import JobFailedError, OutputError
 from daskprs.storage import Location
+from daskprs.storage.location import file_version
 
 COMPLETED, FAILED, CANCELED = "Completed", "Failed", "Canceled"
 
@@ -138,8 +139,7 @@ class JobResult:
         try:
             if published is not None:
                 info = fs.info(location.join(self.output["file"]))
-                version = info.get("ETag") or info.get("etag") or info.get("mtime") or \
-                    info.get("last_modified") or info.get("LastModified") or ""
+                version = file_version(info)
                 if (int(info.get("size") or 0), str(version)) != (published["size"],
                                                                    published["version"]):
                     return f"its output {self.output['file']} was changed after it was written"

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from fsspec.implementations.local import LocalFileSystem
 
 from daskprs.errors import InputError
-from daskprs.storage.location import url_to_fs
+from daskprs.storage.location import file_version, url_to_fs
 
 _WILDCARDS = "*?["
 PARQUET_SUFFIXES = (".parquet", ".parq")
@@ -330,8 +330,7 @@ def _entry(fs: fsspec.AbstractFileSystem, path: str, info: dict[str, Any],
         url = path
     else:  # keep the scheme the user wrote (az://, not adlfs's abfs://)
         url = f"{scheme}://{path.lstrip('/')}" if scheme else fs.unstrip_protocol(path)
-    version = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get(
-        "LastModified") or info.get("last_modified") or ""
+    version = file_version(info)
     relative = _relative(path, root) if root else posixpath.basename(path)
     if not url.endswith(relative):
         relative = posixpath.basename(path)

@@ -21,6 +21,7 @@ from fsspec.implementations.local import LocalFileSystem
 from daskprs.commit import STATE_DIR, BundleReader
 from daskprs.serialize import OutputColumns
 from daskprs.storage import AtomicWriter, Location, write_atomic
+from daskprs.storage.location import file_version
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class AppendRowAssembler(OrderedAssembler):
     def published(self) -> dict[str, Any]:
         """The file's size and version (mtime or ETag) right after it was published, and
         the column names of DataFrame results (``read_output`` restores them)."""
-        return {"published": file_version(self.fs, self.writer.path),
+        return {"published": published_version(self.fs, self.writer.path),
                 "columns": self.columns.names}
 
     def discard(self) -> None:
@@ -212,12 +213,10 @@ def remove_unpublished_parts(output: Location, published: dict[str, Any] | None)
     prune_data(output, {*listed["parts"], manifest.rsplit("/", 1)[-1]})
 
 
-def file_version(fs: Any, path: str) -> dict[str, Any]:
+def published_version(fs: Any, path: str) -> dict[str, Any]:
     """Size and version (mtime or ETag) of a published file, as the reuse check compares."""
     info = fs.info(path)
-    version = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get(
-        "last_modified") or info.get("LastModified") or ""
-    return {"size": int(info.get("size") or 0), "version": str(version)}
+    return {"size": int(info.get("size") or 0), "version": file_version(info)}
 
 
 def make_assembler(action: str, output: Location, file_name: str,

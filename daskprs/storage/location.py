@@ -53,6 +53,14 @@ def url_to_fs(url: str, **storage_options: Any) -> tuple[fsspec.AbstractFileSyst
     return fsspec.core.url_to_fs(url, **storage_options)
 
 
+def file_version(info: dict[str, Any]) -> str:
+    """A file's version from an fsspec ``info`` dict: ETag where the store has one, else
+    the modification time (fingerprints and the reuse check compare it)."""
+    version = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get(
+        "LastModified") or info.get("last_modified") or ""
+    return str(version)
+
+
 def normalize_url(url: str) -> str:
     """Make a local path absolute and strip trailing slashes from any URL."""
     text = str(url)
