@@ -14,6 +14,7 @@ import yaml
 from daskprs.addresses import AddressError, address_fix, looks_like_address, scheduler_address
 from daskprs.entry_script_source import check_entry_script, resolve_script_path
 from daskprs.sizes import SizeError, parse_tabular_size, size_fix
+from daskprs.stall_parameters import check_stall_parameters
 from daskprs.validation import Checker, SourceOf, keyword_source
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,25 @@ class ParallelRunConfig:
         ``"DEBUG"``, ``"INFO"`` or ``"WARNING"``.
     description
         Free text written to ``job_result.json``.
+    init_timeout
+        Seconds one runner's ``init()`` may take; a hung one is killed and its runner
+        started again, up to 3 times, then the worker is unhealthy. None:
+        ``3 × run_invocation_timeout + 30``.
+    first_mini_batch_timeout
+        Seconds from the start of the job until some worker starts a mini-batch; after
+        that the job fails naming what it waited for. None: ``3 × init_timeout + 600``.
+    no_progress_timeout
+        Seconds without a commit or a started attempt while work remains; after that the
+        job fails naming the mini-batches in flight. None: see
+        :func:`daskprs.stall_guards.default_no_progress_timeout`.
+    retry_on
+        Exception classes (or their names, ``"botocore.exceptions.ClientError"``) whose
+        failures are transient: retried with back-off, not charged to ``run_max_try``.
+    transient_max_try
+        Transient failures allowed per mini-batch before they are charged as failures.
+    straggler_factor
+        When all other work is submitted, a mini-batch running longer than this many times
+        the median mini-batch time gets a backup attempt on an idle worker. None: off.
     """
 
     entry_script: Any
@@ -93,6 +113,12 @@ class ParallelRunConfig:
     partition_keys: list[str] | None = None
     logging_level: str = "INFO"
     description: str | None = None
+    init_timeout: float | None = None
+    first_mini_batch_timeout: float | None = None
+    no_progress_timeout: float | None = None
+    retry_on: list[Any] | None = None
+    transient_max_try: int = 3
+    straggler_factor: float | None = None
 
     def __post_init__(self) -> None:
         checker = Checker()
@@ -200,6 +226,7 @@ def check_config(config: Any, checker: Checker) -> dict[str, Any]:
     description = get("description")
     if description is not None and not isinstance(description, str):
         checker.add("description", "must be text", description, "Quote it")
+    normalized.update(check_stall_parameters(checker, get))
     return normalized
 
 

@@ -27,7 +27,19 @@ from daskprs.inputs.plan import MiniBatch, Plan
 from daskprs.lost_attempts import MAX_WORKER_LOSSES, AttemptLedger
 from daskprs.reachability import check_reachable
 from daskprs.sink import RecordSink
+from daskprs.stall_guards import (
+    StallGuard,
+    default_first_mini_batch_timeout,
+    default_no_progress_timeout,
+)
 from daskprs.storage import Location
+from daskprs.stragglers import (
+    Backup,
+    StragglerWatch,
+    abandon_attempts,
+    idle_workers,
+    mark_overtaken,
+)
 from daskprs.window import TaskSizer, next_group, window_size
 from daskprs.worker.plugin import RunnerPlugin
 from daskprs.worker.spec import JobSpec
@@ -38,13 +50,16 @@ MAX_RESUBMITS = 3
 NO_WORKER_SECONDS = 120
 WATCH_SECONDS = 5.0
 POLL_SECONDS = 0.005
+GUARD_SECONDS = 0.5
 
 
 def run_on_cluster(spec: JobSpec, plan: Plan, inputs: list[Any], todo: Iterator[MiniBatch],
                    count: int, target: Any, processes: int, node_count: int,
                    sink: RecordSink, requirements: list[str],
-                   stale_runs: tuple[str, ...] = ()) -> str:
-    """Run the ``count`` mini-batches of ``todo``; return the failure reason, or ''."""
+                   stale_runs: tuple[str, ...] = (), guards: Guards | None = None) -> str:
+    """Run the ``count`` mini-batches of ``todo``; return the failure reason, or ''.
+
+    ``guards``: the stall guards' timeouts and ``straggler_factor`` (defaults when None)."""
     with connect(target, processes, node_count) as connection:
         client = connection.client
         if client.dashboard_link:
@@ -61,7 +76,8 @@ def run_on_cluster(spec: JobSpec, plan: Plan, inputs: list[Any], todo: Iterator[
         plugin = RunnerPlugin(owned_spec, connection.threads_per_runner)
         client.register_plugin(plugin)
         try:
-            return _Dispatcher(client, owned_spec, plan, inputs, sink).run(todo, count)
+            return _Dispatcher(client, owned_spec, plan, inputs, sink,
+                               guards or Guards()).run(todo, count)
         finally:
             with contextlib.suppress(Exception):
                 client.unregister_worker_plugin(owned_spec.plugin_name)
@@ -175,6 +191,16 @@ def scheduler_lost() -> ClusterLostError:
                             "kept, and only the others run.")
 
 
+@dataclass(frozen=True)
+class Guards:
+    """The stall guards' timeouts (None: their defaults, :mod:`daskprs.stall_guards`) and
+    ``straggler_factor`` (None: no backup attempts)."""
+
+    first_mini_batch_timeout: float | None = None
+    no_progress_timeout: float | None = None
+    straggler_factor: float | None = None
+
+
 @dataclass
 class _Task:
     """A submitted task: its mini-batches, name and submission number."""
@@ -188,7 +214,7 @@ class _Dispatcher:
     """Submit tasks in mini-batch order within a bounded window; take their records."""
 
     def __init__(self, client: Any, spec: JobSpec, plan: Plan, inputs: list[Any],
-                 sink: RecordSink) -> None:
+                 sink: RecordSink, guards: Guards) -> None:
         self.client = client
         self.spec = spec
         self.plan = plan
@@ -204,6 +230,17 @@ class _Dispatcher:
         self.held: list[MiniBatch] = []
         self.workers = max(len(client.scheduler_info()["workers"]), 1)
         self.counted = time.monotonic()
+        self.guard = StallGuard(
+            client, spec.plugin_name,
+            guards.first_mini_batch_timeout or default_first_mini_batch_timeout(
+                spec.init_timeout),
+            guards.no_progress_timeout or default_no_progress_timeout(
+                spec.run_invocation_timeout, spec.init_timeout))
+        self.stragglers = StragglerWatch(guards.straggler_factor) \
+            if guards.straggler_factor else None
+        self.backups: dict[str, Backup] = {}  # task name -> its two executions
+        self.submitted_all = False
+        self.watched = time.monotonic()
 
     def run(self, todo: Iterator[MiniBatch], count: int) -> str:
         from distributed import as_completed
@@ -212,7 +249,7 @@ class _Dispatcher:
         self.sizer = TaskSizer(first, count)
         self.todo = todo
         topic = event_topic(self.spec.run_id)
-        self.client.subscribe_topic(topic, self.ledger.on_event)
+        self.client.subscribe_topic(topic, self._on_event)
         self.stream = as_completed([], with_results=True, raise_errors=False)
         idle_since = time.monotonic()
         try:
@@ -224,6 +261,10 @@ class _Dispatcher:
                                                            no_worker_timeout() / 4):
                         self.health.check_workers()
                         idle_since = time.monotonic()
+                    reason = self._watch()
+                    if reason:
+                        self._cancel()
+                        return reason
                     time.sleep(POLL_SECONDS)
                     continue
                 idle_since = time.monotonic()
@@ -252,17 +293,23 @@ class _Dispatcher:
                 batches = next_group(self.todo, self.sizer.size(self.workers), self.held)
                 workers, submission = None, 0
                 if not batches:
+                    self.submitted_all = True
                     return
                 self.sizer.remaining -= len(batches)
             self._submit(batches, workers, submission)
 
     def _submit(self, batches: list[MiniBatch], workers: list[str] | None,
-                submission: int) -> None:
+                submission: int, backup_on: str | None = None) -> str:
+        """Submit a task; ``backup_on``: a second execution of the same task (same bundle
+        name) on that worker only. Return the future's key."""
         from daskprs.worker.wrapper import run_file_task, run_tabular_task
 
         task = _Task(batches, task_name(batches, submission), submission)
-        key = f"{self.spec.plugin_name}-{task.name}"
-        options = {"workers": workers, "allow_other_workers": True} if workers else {}
+        key = f"{self.spec.plugin_name}-{task.name}" + ("-backup" if backup_on else "")
+        options: dict[str, Any] = {"workers": workers, "allow_other_workers": True} \
+            if workers else {}
+        if backup_on:
+            options = {"workers": [backup_on], "allow_other_workers": False}
         dataset = self.frames.get(batches[0].input_name)
         if dataset is not None and dataset.format == "dask":
             future = self.client.compute(self._dask_partition(dataset, task), **options)
@@ -273,6 +320,75 @@ class _Dispatcher:
                                         spent or None, key=key, pure=False, **options)
         self.pending[future.key] = (future, task)
         self.stream.add(future)
+        return future.key
+
+    def _on_event(self, event: Any) -> None:
+        """An attempt started: tell the ledger, the stall guard and the straggler watch."""
+        self.ledger.on_event(event)
+        message = event[1] if isinstance(event, tuple) else event
+        self.guard.on_event(message)
+        if self.stragglers is not None:
+            self.stragglers.on_event(message)
+
+    def _watch(self) -> str | None:
+        """Every :data:`GUARD_SECONDS` while no result arrives: the stall guards, then
+        backups for stragglers."""
+        if time.monotonic() - self.watched < GUARD_SECONDS:
+            return None
+        self.watched = time.monotonic()
+        reason = self.guard.check()
+        if reason is None and self.stragglers is not None and self.submitted_all \
+                and not self.again:
+            self._back_up_stragglers()
+        return reason
+
+    def _back_up_stragglers(self) -> None:
+        """Start a backup of each straggling task on an idle worker (one backup a task)."""
+        assert self.stragglers is not None
+        backed = {b.primary_key for b in self.backups.values()} | {
+            b.backup_key for b in self.backups.values()}
+        for key, (_, task) in list(self.pending.items()):
+            if key in backed or task.name in self.backups:
+                continue
+            dataset = self.frames.get(task.batches[0].input_name)
+            if dataset is not None and dataset.format == "dask":
+                continue  # a Dask DataFrame partition is computed, not resubmitted
+            straggling = self.stragglers.straggling(mb.id for mb in task.batches)
+            if straggling is None:
+                continue
+            idle = idle_workers(self.client, [straggling[1], *self.health.unhealthy])
+            if not idle:
+                return
+            logger.info("mini-batch of task %s has run %.1f s (> %g × the median %.3f s): "
+                        "starting a backup on %s", task.name, straggling[0],
+                        self.stragglers.factor, self.stragglers.median() or 0, idle[0])
+            backup = self._submit(task.batches, None, task.submission, backup_on=idle[0])
+            self.backups[task.name] = Backup(key, straggling[1], backup, idle[0])
+            self.sink.counter.stragglers["backups"] += 1
+
+    def _settle_backup(self, key: str, task: _Task, failed: bool
+                       ) -> tuple[bool, Backup | None]:
+        """One execution of a backed-up task ended: ``(skip, backup)``. ``skip`` when it
+        failed and its twin still runs (the twin decides); else the twin is canceled and
+        its worker abandons it."""
+        backup = self.backups.get(task.name)
+        if backup is None:
+            return False, None
+        twin_key = backup.backup_key if key == backup.primary_key else backup.primary_key
+        twin_worker = backup.backup_worker if key == backup.primary_key \
+            else backup.primary_worker
+        if failed and twin_key in self.pending:
+            return True, backup
+        del self.backups[task.name]
+        twin = self.pending.pop(twin_key, None)
+        if twin is not None:
+            with contextlib.suppress(Exception):
+                self.client.cancel([twin[0]])
+            with contextlib.suppress(Exception):
+                self.client.run(abandon_attempts, self.spec.plugin_name,
+                                [mb.id for mb in task.batches], workers=[twin_worker],
+                                wait=False)
+        return False, backup
 
     def _dask_partition(self, dataset: TabularDataset, task: _Task) -> Any:
         from daskprs.inputs.tabular import tag_partition
@@ -292,6 +408,9 @@ class _Dispatcher:
         task = entry[1]
         status = future.status
         future.release()
+        skip, backup = self._settle_backup(future.key, task, status != "finished")
+        if skip:
+            return None
         if status == "error":
             records = self.state.read_commit(self.spec.run_id, task.name)
             if records is None:
@@ -301,6 +420,7 @@ class _Dispatcher:
             raise scheduler_lost()
         else:
             records = _records_of(value)
+        won = False
         for record in records:
             if record["status"] == "unhealthy":
                 self.carried.setdefault(record["id"], []).extend(record.get("attempts") or [])
@@ -311,10 +431,20 @@ class _Dispatcher:
                 continue
             if record.get("elapsed") is not None:
                 self.sizer.observe(record["elapsed"])
+            self.guard.on_record(record["id"])
+            if self.stragglers is not None:
+                self.stragglers.observe(record["id"], record.get("elapsed"))
             if record["id"] in self.carried:
                 record = {**record, "attempts": [*self.carried.pop(record["id"]),
                                                  *record.get("attempts", [])]}
-            reason = self.sink.add(self.ledger.merge(record))
+            merged = self.ledger.merge(record)
+            if backup is not None:
+                merged = mark_overtaken(merged)
+                if not won and self.stragglers is not None and self.stragglers.worker_of(
+                        record.get("execution")) == backup.backup_worker:
+                    self.sink.counter.stragglers["backups_won"] += 1
+                    won = True  # once per task
+            reason = self.sink.add(merged)
             if reason:
                 return reason
         return None

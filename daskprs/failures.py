@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FIRST_ERRORS = 10
+# attempts that are not errors of the job: retried transient failures (counted on their
+# own) and attempts discarded because another attempt of the mini-batch committed first
+_NOT_ERRORS = ("succeeded", "transient", "overtaken")
 
 
 @dataclass
@@ -29,8 +32,10 @@ class FailureCounter:
     items: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         ("total", "succeeded", "failed"), 0))
     attempts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
-        ("total", "failed", "timed_out", "crashed", "worker_lost"), 0))
+        ("total", "failed", "timed_out", "crashed", "worker_lost", "transient"), 0))
     first_errors: list[dict[str, Any]] = field(default_factory=list)
+    stragglers: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("backups", "backups_won"), 0))
 
     def __post_init__(self) -> None:
         self.mini_batches["total"] = self.planned
@@ -48,7 +53,7 @@ class FailureCounter:
             self.attempts["total"] += 1
             if attempt["status"] in self.attempts:
                 self.attempts[attempt["status"]] += 1
-            if attempt["status"] != "succeeded" and len(self.first_errors) < FIRST_ERRORS:
+            if attempt["status"] not in _NOT_ERRORS and len(self.first_errors) < FIRST_ERRORS:
                 self.first_errors.append({
                     "mini_batch_id": record["id"], "input": record["input"],
                     "first_item": record["first_item"], "last_item": record["last_item"],

@@ -32,6 +32,7 @@ from daskprs.inputs.plan import MiniBatch, Plan
 from daskprs.result_check import check_result
 from daskprs.sink import RecordSink
 from daskprs.storage import Location
+from daskprs.transient import exception_kinds
 from daskprs.worker.downloads import local_arguments
 from daskprs.worker.local_files import LocalFiles
 from daskprs.worker.runner import takes_context
@@ -74,7 +75,8 @@ class InlineRunner:
             with open(self.error_log, "a", encoding="utf-8") as handle:
                 handle.write(f"{stamp} run() of {context.mini_batch_id}, attempt "
                              f"{context.attempt} failed\n{text}\n")
-            return Outcome("error", error=f"{type(exc).__name__}: {exc}", traceback=text)
+            return Outcome("error", error=f"{type(exc).__name__}: {exc}", traceback=text,
+                           kinds=exception_kinds(exc))
         problem = check_result(result)
         return Outcome("error", error=problem) if problem else Outcome("ok", value=result)
 

@@ -307,10 +307,13 @@ def _run(prepared: PreparedJob, run_id: str, todo: Iterator[Any], count: int, cl
         from daskprs.inline import run_inline
 
         return run_inline(spec, prepared.plan, todo, sink)
-    from daskprs.execution import run_on_cluster
+    from daskprs.execution import Guards, run_on_cluster
 
+    guards = Guards(config.first_mini_batch_timeout, config.no_progress_timeout,
+                    config.straggler_factor)
     return run_on_cluster(spec, prepared.plan, prepared.inputs, todo, count, target,
-                          config.processes, config.node_count, sink, requirements, stale)
+                          config.processes, config.node_count, sink, requirements, stale,
+                          guards)
 
 
 def _committed_records(state: StateStore, plan: Plan, runs: list[str]
@@ -341,7 +344,9 @@ def _job_spec(prepared: PreparedJob, run_id: str) -> JobSpec:
                    run_invocation_timeout=config.run_invocation_timeout,
                    run_max_try=config.run_max_try, logging_level=config.logging_level,
                    remote_side_inputs=prepared.remote_side_inputs,
-                   secrets=tuple(known_secrets()))
+                   secrets=tuple(known_secrets()), init_seconds=config.init_timeout,
+                   retry_on=tuple(config.retry_on or ()),
+                   transient_max_try=config.transient_max_try)
 
 
 def _job_result(prepared: PreparedJob, run_id: str, started: datetime, clock: float,
@@ -368,6 +373,7 @@ def _job_result(prepared: PreparedJob, run_id: str, started: datetime, clock: fl
         items=_item_counts(counter, prepared.plan), attempts=dict(counter.attempts),
         thresholds=counter.thresholds(), first_errors=list(counter.first_errors),
         columns=columns, output=output, daskprs_version=__version__,
-        description=config.description, reason=reason)
+        description=config.description, reason=reason,
+        stragglers=dict(counter.stragglers) if counter.stragglers["backups"] else {})
     result._storage_options = prepared.output.storage_options
     return result

@@ -24,7 +24,8 @@ class JobResult:
     ``Canceled``), ``reused``, ``run_id``, ``fingerprint``, ``started``, ``finished``,
     ``seconds``, ``mini_batches``, ``items``, ``attempts``, ``thresholds``,
     ``first_errors``, ``columns``, ``output``, ``daskprs_version``, ``description``;
-    ``reason`` says why a job failed.
+    ``reason`` says why a job failed; ``stragglers`` counts backup attempts
+    (``backups``, ``backups_won``) when ``straggler_factor`` is set.
     """
 
     status: str
@@ -44,6 +45,7 @@ class JobResult:
     daskprs_version: str = ""
     description: str | None = None
     reason: str = ""
+    stragglers: dict[str, int] = field(default_factory=dict)
 
     @property
     def succeeded(self) -> bool:
@@ -198,7 +200,12 @@ class JobResult:
                      f"failed, of {items.get('total', 0)}")
         lines.append(f"attempts: {tries.get('total', 0)} ({tries.get('failed', 0)} failed, "
                      f"{tries.get('timed_out', 0)} timed out, {tries.get('crashed', 0)} crashed,"
-                     f" {tries.get('worker_lost', 0)} worker lost)")
+                     f" {tries.get('worker_lost', 0)} worker lost"
+                     + (f", {tries['transient']} transient, retried uncharged"
+                        if tries.get("transient") else "") + ")")
+        if self.stragglers.get("backups"):
+            lines.append(f"stragglers: {self.stragglers['backups']} backup attempts started, "
+                         f"{self.stragglers.get('backups_won', 0)} committed first")
         lines.append(f"time: {self.seconds:.1f} s")
         lines.append(f"output: {self.output.get('url')}")
         for error in self.first_errors[:5]:

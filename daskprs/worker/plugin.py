@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 from distributed import WorkerPlugin
@@ -28,6 +29,7 @@ from daskprs.entry_script import (
 )
 from daskprs.storage import Location
 from daskprs.storage.secrets import RedactingFilter
+from daskprs.stragglers import OVERTAKEN, OVERTAKEN_ERROR, kill_group
 from daskprs.worker.downloads import local_arguments
 from daskprs.worker.local_files import LocalFiles
 from daskprs.worker.runner_client import Outcome, RunnerProcess
@@ -70,6 +72,10 @@ class RunnerPlugin(WorkerPlugin):
         self.runner: RunnerProcess | None = None
         self.init_error: str | None = None
         self.init_count = 0
+        self.init_timed_out = False
+        self.setup_clock = time.monotonic()  # for the stall guard's "init() running for"
+        self.abandoned: set[str] = set()
+        self.current_id: str | None = None
         self.closed = False
         threading.Thread(target=remove_stale, name=f"{self.name}-clean", daemon=True).start()
         self.local_dir = make_owned_dir(f"daskprs-{self.spec.run_id}-")
@@ -84,7 +90,7 @@ class RunnerPlugin(WorkerPlugin):
     async def teardown(self, worker: Any) -> None:
         """Call ``shutdown()`` in the runner, stop it (and what it started), upload the
         logs, remove the worker's temporary folders."""
-        await asyncio.to_thread(self.ready.wait, self.spec.init_timeout + 10)
+        await asyncio.to_thread(self.ready.wait, self.first_start_seconds)
         await asyncio.to_thread(self._stop_runner)
         try:
             await asyncio.to_thread(self.files.sync_logs, True)
@@ -99,14 +105,28 @@ class RunnerPlugin(WorkerPlugin):
 
     def wait_ready(self) -> bool:
         """Wait for the first ``init()`` to end; return whether the worker is healthy."""
-        self.ready.wait(self.spec.init_timeout + 10)
+        self.ready.wait(self.first_start_seconds)
         return self.healthy
 
+    @property
+    def first_start_seconds(self) -> float:
+        """The longest the first runner's start may take: every ``init()`` try timing out."""
+        return MAX_INIT_FAILURES * self.spec.init_timeout + 10
+
     def _first_start(self) -> None:
+        """Start the first runner; an ``init()`` that exceeded ``init_timeout`` is tried
+        again with a new runner, up to :data:`MAX_INIT_FAILURES` times (one that raised
+        makes the worker unhealthy at once)."""
         with self.lock:
             error: str | None = "the runner did not start"
             try:
-                error = self._start_runner()
+                for _ in range(MAX_INIT_FAILURES):
+                    self.init_timed_out = False
+                    error = self._start_runner()
+                    if error is None or not self.init_timed_out:
+                        break
+                    self.logger.warning("init() exceeded init_timeout (%g s): starting a new "
+                                        "runner", self.spec.init_timeout)
             except Exception as exc:  # the runner could not even be started
                 error = f"{type(exc).__name__}: {exc}"
             finally:
@@ -127,11 +147,29 @@ class RunnerPlugin(WorkerPlugin):
             if self.runner is None:
                 reason = self.init_error or "the job's plugin was removed from this worker"
                 return Outcome("unhealthy", error=f"WorkerUnhealthy: {reason}")
-            outcome = self.runner.run(mini_batch, context, self.spec.run_invocation_timeout)
+            self.current_id = context.mini_batch_id
+            try:
+                outcome = self.runner.run(mini_batch, context, self.spec.run_invocation_timeout)
+            finally:
+                self.current_id = None
+            if context.mini_batch_id in self.abandoned:  # a backup committed first
+                self.runner.kill()
+                self.runner = None  # replaced when another mini-batch comes
+                return Outcome(OVERTAKEN, pid=outcome.pid, seconds=outcome.seconds,
+                               error=OVERTAKEN_ERROR)
             if outcome.status in ("timed_out", "crashed") or not self.runner.alive():
                 self._replace_runner(f"{outcome.status} in {context.mini_batch_id} "
                                      f"({outcome.error})")
             return outcome
+
+    def abandon(self, mini_batch_ids: list[str]) -> None:
+        """Give up these mini-batches here (another execution committed them first): kill
+        the runner if it runs one of them; the task commits nothing
+        (:mod:`daskprs.stragglers`). Called from the worker's event loop."""
+        self.abandoned.update(mini_batch_ids)
+        runner = self.runner
+        if self.current_id in self.abandoned and runner is not None:
+            kill_group(runner.pid)
 
     @property
     def runner_pid(self) -> int | None:
@@ -167,6 +205,7 @@ class RunnerPlugin(WorkerPlugin):
                                os.path.join(user, "stderr", f"{self.agent}.txt"))
         outcome = runner.start(spec.init_timeout)
         self.init_count += 1
+        self.init_timed_out = outcome.status == "timed_out"
         if outcome.status == "ok":
             self.runner = runner
             self.logger.info("init() done in runner pid %s", runner.pid)

@@ -5,9 +5,10 @@ session; it speaks to its worker over the socket ``FD`` with pickled messages
 (``multiprocessing.connection``)::
 
     worker -> runner   ("init", settings) | ("run", mini_batch, context) | ("shutdown",)
-    runner -> worker   ("ok", value) | ("error", type, message, traceback, unusable)
+    runner -> worker   ("ok", value) | ("error", type, message, traceback, unusable, kinds)
                        | ("started",)   the mini-batch is unpickled; run() is called now
 
+``kinds`` are the qualified names of the exception's classes (for ``retry_on``);
 ``unusable`` says the runner must be replaced (after a ``MemoryError``); the runner then
 exits. Its stdout and stderr are the worker's ``logs/user/stdout`` and ``stderr`` files;
 what Python code writes there passes the redactor. When its worker goes away, the runner
@@ -32,6 +33,7 @@ from typing import Any
 
 from daskprs.result_check import check_result
 from daskprs.storage.secrets import RedactingStream, redact, remember
+from daskprs.transient import exception_kinds
 
 _PARENT_POLL_SECONDS = 1.0
 
@@ -154,9 +156,10 @@ def _report(conn: Connection, settings: dict[str, Any], exc: BaseException, wher
         handle.write(f"{stamp} pid {os.getpid()}: {where} failed\n{text}\n")
     message = redact(str(exc).splitlines()[0], secrets) if str(exc) else ""
     try:
-        conn.send(("error", type(exc).__name__, message, text, unusable))
+        conn.send(("error", type(exc).__name__, message, text, unusable, exception_kinds(exc)))
     except Exception as send_error:  # an unpicklable result, a closed pipe
-        conn.send(("error", type(send_error).__name__, str(send_error), text, unusable))
+        conn.send(("error", type(send_error).__name__, str(send_error), text, unusable,
+                   exception_kinds(send_error)))
 
 
 def _shutdown(script: Any, settings: dict[str, Any]) -> None:

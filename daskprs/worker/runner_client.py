@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import psutil
 
-OutcomeStatus = Literal["ok", "error", "timed_out", "crashed", "unhealthy"]
+OutcomeStatus = Literal["ok", "error", "timed_out", "crashed", "unhealthy", "overtaken"]
 _POLL_SECONDS = 0.1       # how often death is checked where no pidfd exists
 _EXIT_SECONDS = 5.0       # how long a runner that closed its socket may take to exit
 
@@ -48,6 +48,8 @@ class Outcome:
         The runner's pid.
     seconds
         From handing the mini-batch over to the outcome.
+    kinds
+        Qualified names of the raised exception's classes, most derived first (``error``).
     """
 
     status: OutcomeStatus
@@ -56,6 +58,7 @@ class Outcome:
     traceback: str = ""
     pid: int | None = None
     seconds: float = 0.0
+    kinds: tuple[str, ...] = ()
 
 
 def handover_timeout(timeout: float) -> float:
@@ -197,10 +200,11 @@ class RunnerProcess:
             self.kill()
             return Outcome("crashed", error=f"RunnerCrashed: the runner sent {message[0]!r} "
                            f"out of turn; its process was killed")
-        _, kind, text, trace, unusable = message
+        _, kind, text, trace, unusable, *more = message
         if unusable:  # e.g. after a MemoryError: the runner must not be used again
             self.kill()
-        return Outcome("error", error=f"{kind}: {text}" if text else kind, traceback=trace)
+        return Outcome("error", error=f"{kind}: {text}" if text else kind, traceback=trace,
+                       kinds=tuple(more[0]) if more else ())
 
     def _wait(self, timeout: float) -> str:
         """``message`` when the runner wrote, ``died`` when it ended, else ``timeout``."""

@@ -45,6 +45,12 @@ class JobSpec:
     remote_side_inputs
         ``(url, storage_options)`` of side inputs on object storage: each worker downloads
         them once and passes local paths in ``arguments`` instead of the URLs.
+    init_seconds
+        ``init_timeout`` as configured; None for the default (:attr:`init_timeout`).
+    retry_on
+        Names of exceptions whose failures are transient (:mod:`daskprs.transient`).
+    transient_max_try
+        Transient failures per mini-batch that are not charged to ``run_max_try``.
     """
 
     run_id: str
@@ -64,6 +70,9 @@ class JobSpec:
     owned_cluster: bool = True
     secrets: tuple[str, ...] = ()
     remote_side_inputs: tuple[tuple[str, dict[str, Any]], ...] = ()
+    init_seconds: float | None = None
+    retry_on: tuple[str, ...] = ()
+    transient_max_try: int = 3
 
     @property
     def plugin_name(self) -> str:
@@ -72,7 +81,10 @@ class JobSpec:
 
     @property
     def init_timeout(self) -> float:
-        """How long ``init()`` may take before the worker is unhealthy."""
+        """How long one runner's ``init()`` may take before it is killed (``init_timeout``,
+        by default ``3 × run_invocation_timeout + 30``)."""
+        if self.init_seconds is not None:
+            return self.init_seconds
         return 3 * self.run_invocation_timeout + 30
 
 

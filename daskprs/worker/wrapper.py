@@ -30,6 +30,8 @@ from daskprs.serialize import (
     result_table,
 )
 from daskprs.storage import Location
+from daskprs.stragglers import OVERTAKEN
+from daskprs.transient import TRANSIENT, backoff_seconds, matches
 from daskprs.worker.downloads import downloaded
 from daskprs.worker.runner_client import Outcome
 
@@ -135,6 +137,9 @@ def run_task(plugin: Any, task: str, batches: Sequence[MiniBatch],
     payloads: list[bytes | None] = []
     unhealthy: list[dict[str, Any]] = []
     for mini_batch in batches:
+        if _abandoned(plugin, mini_batch):  # a backup execution committed this task first
+            plugin.files.sync_logs()
+            return []
         if unhealthy or not plugin.wait_ready():
             unhealthy.append(_unhealthy(mini_batch, plugin, plugin.init_error, []))
             continue
@@ -143,6 +148,9 @@ def run_task(plugin: Any, task: str, batches: Sequence[MiniBatch],
         if record["status"] == "unhealthy":
             unhealthy.append(record)
             continue
+        if record["status"] == OVERTAKEN:
+            plugin.files.sync_logs()
+            return []
         finished.append(record)
         payloads.append(payload)
     committed: list[dict[str, Any]] = []
@@ -159,11 +167,15 @@ def _run_mini_batch(plugin: Any, mini_batch: MiniBatch, load: Loader, execution:
                     spent: int = 0) -> tuple[dict[str, Any], bytes | None]:
     """Attempts until one returns or ``run_max_try`` are spent (``spent`` of them were
     charged on another worker): the record, and the result's bytes for the output when it
-    succeeded."""
+    succeeded. A failure named in ``retry_on`` is tried again after a back-off without
+    being charged, up to ``transient_max_try`` times (:mod:`daskprs.transient`)."""
     spec = plugin.spec
     clock = time.perf_counter()
     rows: list[dict[str, Any]] = []
-    for number in range(spent + 1, spec.run_max_try + 1):
+    number = charged = spent
+    transients = 0
+    while charged < spec.run_max_try:
+        number += 1
         if not plugin.healthy:  # a replacement runner's init() kept failing
             return _unhealthy(mini_batch, plugin, plugin.init_error, rows), None
         _announce(plugin, mini_batch, number, execution)
@@ -179,6 +191,17 @@ def _run_mini_batch(plugin: Any, mini_batch: MiniBatch, load: Loader, execution:
                            error=f"ResultError: {type(exc).__name__}: {exc}")
         if row["status"] == "unhealthy":  # nothing ran: neither charged nor lost
             return _unhealthy(mini_batch, plugin, row["error"], rows), None
+        if row["status"] == OVERTAKEN:  # abandoned: the task commits nothing
+            return {"id": mini_batch.id, "status": OVERTAKEN}, None
+        kinds = row.pop("kinds", ())
+        if (row["status"] == "failed" and transients < spec.transient_max_try
+                and matches(kinds, spec.retry_on)):
+            transients += 1
+            row["status"] = TRANSIENT
+            rows.append(row)
+            time.sleep(backoff_seconds(transients))
+            continue
+        charged += 1
         rows.append(row)
         if row["status"] == "succeeded":
             plugin.files.keep_attempt()
@@ -189,6 +212,12 @@ def _run_mini_batch(plugin: Any, mini_batch: MiniBatch, load: Loader, execution:
     last = rows[-1] if rows else {"items": mini_batch.items or 0, "error": "no attempts left"}
     return _record(mini_batch, rows, "failed", last["items"], 0, last["error"], execution,
                    clock, spec.run_id), None
+
+
+def _abandoned(plugin: Any, mini_batch: MiniBatch) -> bool:
+    """Whether the client told this worker to abandon the mini-batch (a straggler's other
+    execution committed it; :mod:`daskprs.stragglers`)."""
+    return mini_batch.id in getattr(plugin, "abandoned", ())
 
 
 def _serialize(spec: Any, result: Any) -> tuple[bytes | None, list[str] | None]:
@@ -241,6 +270,8 @@ def _attempt(plugin: Any, mini_batch: MiniBatch, number: int, data: Any,
         row.update(status="succeeded", succeeded=succeeded, failed=items - succeeded)
         return row, outcome.value
     row["status"] = "failed" if outcome.status == "error" else outcome.status
+    if outcome.kinds:
+        row["kinds"] = outcome.kinds  # for retry_on; not part of the record
     plugin.logger.warning("%s attempt %d %s: %s", mini_batch.id, number, row["status"],
                           outcome.error)
     return row, None

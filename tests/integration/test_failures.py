@@ -37,7 +37,8 @@ from daskprs.storage import Location
 ATTEMPT_HEADER = ["run_id", "mini_batch_id", "input", "first_item", "last_item", "attempt",
                   "worker", "pid", "start_utc", "seconds", "items", "succeeded", "failed",
                   "status", "error"]
-NO_ATTEMPTS = {"total": 0, "failed": 0, "timed_out": 0, "crashed": 0, "worker_lost": 0}
+NO_ATTEMPTS = {"total": 0, "failed": 0, "timed_out": 0, "crashed": 0, "worker_lost": 0,
+               "transient": 0}
 POLL_SECONDS = 0.02      # how often a waiting test looks at a file or a process
 DEADLINE_SECONDS = 120   # a condition not met by then is a failure, not a slow machine
 
@@ -529,7 +530,7 @@ def test_chaos_raises_hangs_and_runner_deaths_on_first_attempts_still_give_every
     assert summary["items"] == {"total": 1000, "succeeded": 1000, "failed": 0}
     assert summary["attempts"] == {"total": 200 + len(plan), "failed": injected["raise"],
                                    "timed_out": injected["hang"], "crashed": injected["exit"],
-                                   "worker_lost": 0}
+                                   "worker_lost": 0, "transient": 0}
     rows = attempt_rows(out)
     assert status_counts(rows) == {"succeeded": 200, "failed": injected["raise"],
                                    "timed_out": injected["hang"], "crashed": injected["exit"]}
