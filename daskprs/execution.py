@@ -264,6 +264,7 @@ class _Dispatcher:
                     reason = self._watch()
                     if reason:
                         self._cancel()
+                        self._abandon_in_flight()
                         return reason
                     time.sleep(POLL_SECONDS)
                     continue
@@ -366,6 +367,14 @@ class _Dispatcher:
             self.backups[task.name] = Backup(key, straggling[1], backup, idle[0])
             self.sink.counter.stragglers["backups"] += 1
 
+    def _abandon_in_flight(self) -> None:
+        """A stall guard failed the job: the workers kill the runners of the mini-batches
+        in flight (and of ``init()`` calls still running), so that the job ends now rather
+        than when those attempts time out."""
+        with contextlib.suppress(Exception):
+            self.client.run(abandon_attempts, self.spec.plugin_name,
+                            sorted(self.guard.in_flight), True)
+
     def _settle_backup(self, key: str, task: _Task, failed: bool
                        ) -> tuple[bool, Backup | None]:
         """One execution of a backed-up task ended: ``(skip, backup)``. ``skip`` when it
@@ -386,8 +395,7 @@ class _Dispatcher:
                 self.client.cancel([twin[0]])
             with contextlib.suppress(Exception):
                 self.client.run(abandon_attempts, self.spec.plugin_name,
-                                [mb.id for mb in task.batches], workers=[twin_worker],
-                                wait=False)
+                                [mb.id for mb in task.batches], workers=[twin_worker])
         return False, backup
 
     def _dask_partition(self, dataset: TabularDataset, task: _Task) -> Any:

@@ -114,13 +114,14 @@ def mark_overtaken(record: dict[str, Any]) -> dict[str, Any]:
     return {**record, "attempts": rows}
 
 
-def abandon_attempts(plugin_name: str, mini_batch_ids: list[str],
+def abandon_attempts(plugin_name: str, mini_batch_ids: list[str], starting: bool = False,
                      dask_worker: Any = None) -> bool:
-    """On a worker (``Client.run``): abandon the job's attempts of ``mini_batch_ids``."""
+    """On a worker (``Client.run``): abandon the job's attempts of ``mini_batch_ids``
+    (``starting``: and a runner whose ``init()`` still runs)."""
     plugin = dask_worker.plugins.get(plugin_name) if dask_worker is not None else None
     if plugin is None or not hasattr(plugin, "abandon"):
         return False
-    plugin.abandon(mini_batch_ids)
+    plugin.abandon(mini_batch_ids, starting)
     return True
 
 

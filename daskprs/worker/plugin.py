@@ -76,6 +76,7 @@ class RunnerPlugin(WorkerPlugin):
         self.setup_clock = time.monotonic()  # for the stall guard's "init() running for"
         self.abandoned: set[str] = set()
         self.current_id: str | None = None
+        self.starting_pid: int | None = None
         self.closed = False
         threading.Thread(target=remove_stale, name=f"{self.name}-clean", daemon=True).start()
         self.local_dir = make_owned_dir(f"daskprs-{self.spec.run_id}-")
@@ -121,6 +122,8 @@ class RunnerPlugin(WorkerPlugin):
             error: str | None = "the runner did not start"
             try:
                 for _ in range(MAX_INIT_FAILURES):
+                    if self.closed:  # a stall guard gave up on this job
+                        break
                     self.init_timed_out = False
                     error = self._start_runner()
                     if error is None or not self.init_timed_out:
@@ -162,14 +165,18 @@ class RunnerPlugin(WorkerPlugin):
                                      f"({outcome.error})")
             return outcome
 
-    def abandon(self, mini_batch_ids: list[str]) -> None:
-        """Give up these mini-batches here (another execution committed them first): kill
-        the runner if it runs one of them; the task commits nothing
-        (:mod:`daskprs.stragglers`). Called from the worker's event loop."""
+    def abandon(self, mini_batch_ids: list[str], starting: bool = False) -> None:
+        """Give up these mini-batches here (another execution committed them first, or a
+        stall guard failed the job): kill the runner if it runs one of them; the task
+        commits nothing (:mod:`daskprs.stragglers`). ``starting``: also kill a runner whose
+        ``init()`` is still running. Called from the worker's event loop."""
         self.abandoned.update(mini_batch_ids)
         runner = self.runner
         if self.current_id in self.abandoned and runner is not None:
             kill_group(runner.pid)
+        if starting and not self.ready.is_set():
+            self.closed = True  # no further init() tries
+            kill_group(self.starting_pid)
 
     @property
     def runner_pid(self) -> int | None:
@@ -203,7 +210,8 @@ class RunnerPlugin(WorkerPlugin):
         runner = RunnerProcess(self._settings(), self._env(),
                                os.path.join(user, "stdout", f"{self.agent}.txt"),
                                os.path.join(user, "stderr", f"{self.agent}.txt"))
-        outcome = runner.start(spec.init_timeout)
+        self.starting_pid = None
+        outcome = runner.start(spec.init_timeout, started=self._note_start)
         self.init_count += 1
         self.init_timed_out = outcome.status == "timed_out"
         if outcome.status == "ok":
@@ -213,6 +221,9 @@ class RunnerPlugin(WorkerPlugin):
         runner.kill()
         self.logger.error("init() failed in runner pid %s: %s", runner.pid, outcome.error)
         return f"{outcome.error}\n{outcome.traceback}".strip()
+
+    def _note_start(self, pid: int) -> None:
+        self.starting_pid = pid
 
     def _stop_runner(self) -> None:
         with self.lock:

@@ -7,6 +7,7 @@ session; it speaks to its worker over the socket ``FD`` with pickled messages
     worker -> runner   ("init", settings) | ("run", mini_batch, context) | ("shutdown",)
     runner -> worker   ("ok", value) | ("error", type, message, traceback, unusable, kinds)
                        | ("started",)   the mini-batch is unpickled; run() is called now
+                                        (also before the script is imported for init())
 
 ``kinds`` are the qualified names of the exception's classes (for ``retry_on``);
 ``unusable`` says the runner must be replaced (after a ``MemoryError``); the runner then
@@ -53,6 +54,7 @@ def main(argv: list[str]) -> int:
     try:
         if settings.get("warm_up"):
             warm_up()
+        conn.send(("started",))  # init_timeout counts from here: the script's import, init()
         script = _load_script(settings)
         init = getattr(script, "init", None)
         if callable(init):

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Literal
@@ -91,8 +92,11 @@ class RunnerProcess:
         self.pidfd: int | None = None
         self.pid: int | None = None
 
-    def start(self, timeout: float) -> Outcome:
-        """Start the process and run ``init()``; wait at most ``timeout`` seconds."""
+    def start(self, timeout: float, started: Callable[[int], None] | None = None) -> Outcome:
+        """Start the process and run ``init()``; give importing the script and ``init()``
+        at most ``timeout`` seconds (the clock starts when the runner says it starts them:
+        Python's and daskprs' own start-up have the bound :func:`handover_timeout`).
+        ``started`` is called with the pid as soon as the process exists."""
         ours, theirs = socket.socketpair()
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
             self.process = subprocess.Popen(
@@ -101,14 +105,21 @@ class RunnerProcess:
                 env=self.env, cwd=self.settings["cwd"], start_new_session=True)
         theirs.close()
         self.pid = self.process.pid
+        if started is not None:
+            started(self.pid)
         self.pidfd = _pidfd(self.pid)
         self.conn = Connection(ours.detach())
         try:
             self.conn.send(("init", self.settings))
         except OSError:
             return self._crashed()
-        return self._receive(timeout, f"TimeoutError: init() took longer than {timeout:g} s; "
-                             f"its process was killed")
+        startup = handover_timeout(timeout)
+        first = self._next(startup, f"TimeoutError: the runner did not start within "
+                           f"{startup:g} s; its process was killed")
+        if not (isinstance(first, tuple) and first[0] == "started"):
+            return self._outcome(first)
+        return self._receive(timeout, f"TimeoutError: init() took longer than {timeout:g} s "
+                             f"(init_timeout); its process was killed")
 
     def run(self, mini_batch: Any, context: Any, timeout: float) -> Outcome:
         """Hand one mini-batch to ``run()``; give ``run()`` at most ``timeout`` seconds."""
