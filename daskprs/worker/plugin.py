@@ -156,6 +156,9 @@ class RunnerPlugin(WorkerPlugin):
             finally:
                 self.current_id = None
             if context.mini_batch_id in self.abandoned:  # a backup committed first
+                self.logger.warning("%s abandoned: another execution committed it first; "
+                                    "runner pid %s killed", context.mini_batch_id,
+                                    self.runner.pid)
                 self.runner.kill()
                 self.runner = None  # replaced when another mini-batch comes
                 return Outcome(OVERTAKEN, pid=outcome.pid, seconds=outcome.seconds,
