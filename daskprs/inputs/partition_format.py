@@ -13,6 +13,14 @@ the glob's part before its first wildcard); a leading ``/`` is ignored. It must 
 path to its end, except that a trailing ``/`` takes every file below:
 ``"/{region}/{day}/"`` matches ``north/2024-01-02/a/b.png``, and ``"{region}/{day}/*.png"``
 matches ``north/2024-01-02/b.png`` only.
+
+As on Azure, where the format "starts from the position of the first partition key until the
+end of the file path" and may begin with folders of the path, a format that does not match
+the relative path is matched against it with the input root's last folders in front, the
+nearest first: ``"dataset_partition_test/{user}/{season}/{genres}.wav"`` matches the file
+``user1/winter/disco.wav`` of the input ``data/dataset_partition_test/*/*/*.wav`` (or of the
+folder ``data/dataset_partition_test``) as well as ``dataset_partition_test/user1/winter/
+disco.wav`` of the input ``data``.
 """
 
 from __future__ import annotations
@@ -52,15 +60,22 @@ class PartitionFormat:
     pattern: re.Pattern[str]
     dates: dict[str, tuple[str, ...]]
 
-    def values(self, relative: str) -> dict[str, FieldValue] | None:
+    def values(self, relative: str, url: str | None = None) -> dict[str, FieldValue] | None:
         """The fields of one path (relative to its input root), or None if it does not match.
+
+        ``url``: the file's whole path; when the relative path does not match, it is tried
+        with the root's folders in front, one more at a time.
 
         Raises
         ------
         ValueError
             When a datetime field holds an impossible date (month 13).
         """
-        match = self.pattern.fullmatch(relative.lstrip("/"))
+        match = None
+        for candidate in _candidates(relative, url):
+            match = self.pattern.fullmatch(candidate)
+            if match is not None:
+                break
         if match is None:
             return None
         found: dict[str, FieldValue] = {}
@@ -74,6 +89,19 @@ class PartitionFormat:
             else:
                 found[name] = match.group(name)
         return found
+
+
+def _candidates(relative: str, url: str | None) -> list[str]:
+    """``relative``, then ``relative`` with one, two, ... folders of its root in front."""
+    relative = relative.lstrip("/")
+    found = [relative]
+    if url is None or not url.endswith(relative):
+        return found
+    root = url[:len(url) - len(relative)].split("://", 1)[-1].strip("/")
+    folders = [f for f in root.split("/") if f]
+    for count in range(1, len(folders) + 1):
+        found.append("/".join([*folders[-count:], relative]))
+    return found
 
 
 def parse_partition_format(text: str) -> PartitionFormat:
