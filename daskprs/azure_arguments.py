@@ -134,7 +134,8 @@ class FoundOption:
 def find_azure_options(checker: Checker, arguments: Sequence[Any]) -> list[FoundOption]:
     """The Azure options in ``arguments``; an option without a value is a problem."""
     found: list[FoundOption] = []
-    items = [str(a) if isinstance(a, (str, int, float)) else None for a in arguments]
+    items = [str(a) if isinstance(a, (str, int, float)) and not isinstance(a, bool) else None
+             for a in arguments]
     for position, item in enumerate(items):
         if item is None or not item.startswith("--"):
             continue
@@ -178,12 +179,14 @@ def apply_azure_options(checker: Checker, config: Any, arguments: Sequence[Any] 
                         f"--{parameter} {defaults.get(parameter) or 1}")
             continue
         current = getattr(config, parameter)
+        if _same(current, value):
+            continue  # the config says so already
         if parameter in where and not _same(changes[parameter], value):
             checker.add(f"arguments[{found.position}]", f"sets {parameter} a second time, "
                         f"to another value than {where[parameter].written!r}", found.written,
                         "Keep one of them")
             continue
-        if current != defaults.get(parameter) and not _same(current, value):
+        if current != defaults.get(parameter):
             checker.add(f"arguments[{found.position}]", f"sets {parameter} to {value!r}, but "
                         f"{config_prefix}{parameter} is {current!r}", found.written,
                         f"Remove --{found.option.name} from arguments, or set "

@@ -211,11 +211,11 @@ def check_step(checker: Checker, name: Any, config: Any, inputs: Any, output: An
     if output_storage_options is not None and not isinstance(output_storage_options, dict):
         checker.add("output_storage_options", "must be a mapping", output_storage_options,
                     "Use output_storage_options={'key': ..., 'secret': ...}")
-    _check_arguments(checker, arguments)
     if isinstance(config, ParallelRunConfig):
         config = apply_azure_options(checker, config, arguments,
                                      config_prefix or "parallel_run_config.")
         values["config"] = config
+    _check_arguments(checker, arguments)
     values["models"] = check_models(checker, models, getattr(config, "script_path", None),
                                     models_base)
     if not isinstance(allow_reuse, bool):

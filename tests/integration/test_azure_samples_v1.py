@@ -281,3 +281,46 @@ def test_the_mnist_sample_labels_every_image_once(client: Any, tmp_path: Path) -
     assert sorted(df["Filename"]) == sorted(f"{n}.png" for n in range(MNIST_IMAGES))
     assert all(int(name.split(".")[0]) % 10 == label
                for name, label in zip(df["Filename"], df["Prediction"], strict=True))
+
+
+# ------------------------------------------------------------- beyond the samples: Run metrics
+
+METRICS_SCRIPT = """
+import os
+
+from azureml.core import Run
+
+
+def init():
+    Run.get_context().log("output_path_is_set", os.environ["AZUREML_BI_OUTPUT_PATH"] != "")
+
+
+def run(mini_batch):
+    Run.get_context().log_list("files", [os.path.basename(p) for p in mini_batch])
+    return mini_batch
+"""
+
+
+def test_run_get_context_metrics_of_each_runner_land_in_its_workers_file(
+        client: Any, tmp_path: Path) -> None:
+    import json
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "score.py").write_text(METRICS_SCRIPT, encoding="utf-8")
+    (tmp_path / "files").mkdir()
+    for number in range(9):
+        (tmp_path / "files" / f"{number}.txt").write_text(str(number))
+    config = ParallelRunConfig(source_directory=str(tmp_path / "src"), entry_script="score.py",
+                               mini_batch_size=2)
+    step = ParallelRunStep(name="metrics", parallel_run_config=config,
+                           inputs=[Dataset.File.from_files(str(tmp_path / "files"))],
+                           output=str(tmp_path / "out"))
+    result = step.run(client=client, progress=False)
+
+    assert result.status == "Completed", result.first_errors
+    files = sorted((tmp_path / "out" / "logs" / "user" / "metrics").glob("*.jsonl"))
+    assert 1 <= len(files) <= 2
+    records = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    listed = [name for r in records if r["name"] == "files" for name in r["value"]]
+    assert sorted(listed) == [f"{n}.txt" for n in range(9)]
+    assert all(r["value"] is True for r in records if r["name"] == "output_path_is_set")

@@ -586,7 +586,7 @@ def test_step_problems_are_reported_together_with_parallel_run_config_problems(
     make_project(tmp_path)
     config = copy.deepcopy(BASE_CONFIG)
     config["parallel_run_config"]["run_max_try"] = 0
-    config["arguments"] = ["--output", "elsewhere"]
+    config["arguments"] = ["elsewhere", "--output"]
     config["inputs"].append({"name": "table", "type": "tabular", "format": "parquet",
                              "path": "data"})
     config_path = write_config(tmp_path, config)
