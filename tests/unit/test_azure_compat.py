@@ -185,6 +185,14 @@ def test_a_missing_model_file_is_an_input_error_at_validation(tmp_path: Path) ->
         step.validate()
 
 
+def test_a_changed_model_file_changes_the_job_fingerprint(tmp_path: Path) -> None:
+    src, model = make_project(tmp_path)
+    before = make_step(tmp_path, src, models={"scorer": str(model)}).validate().fingerprint
+    model.write_text("model-v2, retrained\n", encoding="utf-8")
+    after = make_step(tmp_path, src, models={"scorer": str(model)}).validate().fingerprint
+    assert before != after
+
+
 def test_yaml_models_are_relative_to_the_yaml_file(tmp_path: Path) -> None:
     make_project(tmp_path)
     conf = tmp_path / "conf"
