@@ -51,6 +51,9 @@ class JobSpec:
         Names of exceptions whose failures are transient (:mod:`daskprs.transient`).
     transient_max_try
         Transient failures per mini-batch that are not charged to ``run_max_try``.
+    models
+        ``(name, url, storage_options)`` of the step's ``models`` (what
+        ``Model.get_model_path`` returns); remote ones are downloaded once per worker.
     """
 
     run_id: str
@@ -73,6 +76,7 @@ class JobSpec:
     init_seconds: float | None = None
     retry_on: tuple[str, ...] = ()
     transient_max_try: int = 3
+    models: tuple[tuple[str, str, dict[str, Any]], ...] = ()
 
     @property
     def plugin_name(self) -> str:
