@@ -184,3 +184,13 @@ def test_bad_guard_timeouts_are_config_errors(tmp_path: Path, write_script: Any,
     with pytest.raises(ConfigError) as caught:
         ParallelRunConfig(source_directory=str(source), entry_script="score.py", **values)
     assert message in str(caught.value)
+
+
+def test_azures_timeout_options_in_arguments_set_the_stall_guards(
+        tmp_path: Path, make_parquet: Any, write_script: Any) -> None:
+    step, _ = _step(tmp_path, make_parquet, write_script,
+                    ["--first_task_creation_timeout", "900", "--progress_update_timeout=1200"])
+    config = step.parallel_run_config
+    assert (config.first_mini_batch_timeout, config.no_progress_timeout) == (900, 1200)
+    assert step.arguments[-3:] == ["--first_task_creation_timeout", "900",
+                                   "--progress_update_timeout=1200"]  # still passed on

@@ -151,3 +151,13 @@ def test_bad_transient_parameters_are_config_errors(tmp_path: Path, write_script
     with pytest.raises(ConfigError) as caught:
         ParallelRunConfig(source_directory=str(source), entry_script="score.py", **values)
     assert message in str(caught.value)
+
+
+def test_transient_errors_are_retried_inline_too(tmp_path: Path, make_parquet: Any,
+                                                  write_script: Any) -> None:
+    step, out = _step(tmp_path, make_parquet, write_script, "connection", files=1,
+                      retry_on=[ConnectionError], compute_target="inline")
+    result = step.run(progress=False)
+    assert result.status == "Completed", result.summary()
+    assert sorted(result.read_output()[0]) == list(range(20))
+    assert Counter(r["status"] for r in _rows(out)) == {"transient": 4, "succeeded": 2}
