@@ -91,6 +91,7 @@ class StallGuard:
         """A mini-batch's record arrived (it committed, or failed for good)."""
         with self.lock:
             self.progress = self.clock()
+            self.first_attempt = self.first_attempt or self.progress  # an event may be lost
             self.in_flight.pop(mini_batch_id, None)
 
     def check(self) -> str | None:
