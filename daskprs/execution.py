@@ -31,6 +31,7 @@ from daskprs.stall_guards import (
     StallGuard,
     default_first_mini_batch_timeout,
     default_no_progress_timeout,
+    run_on_workers,
 )
 from daskprs.storage import Location
 from daskprs.stragglers import (
@@ -372,8 +373,8 @@ class _Dispatcher:
         in flight (and of ``init()`` calls still running), so that the job ends now rather
         than when those attempts time out."""
         with contextlib.suppress(Exception):
-            self.client.run(abandon_attempts, self.spec.plugin_name,
-                            sorted(self.guard.in_flight), True)
+            run_on_workers(self.client, abandon_attempts, self.spec.plugin_name,
+                           sorted(self.guard.in_flight), True)
 
     def _settle_backup(self, key: str, task: _Task, failed: bool
                        ) -> tuple[bool, Backup | None]:
@@ -394,8 +395,8 @@ class _Dispatcher:
             with contextlib.suppress(Exception):
                 self.client.cancel([twin[0]])
             with contextlib.suppress(Exception):
-                self.client.run(abandon_attempts, self.spec.plugin_name,
-                                [mb.id for mb in task.batches], workers=[twin_worker])
+                run_on_workers(self.client, abandon_attempts, self.spec.plugin_name,
+                               [mb.id for mb in task.batches], workers=[twin_worker])
         return False, backup
 
     def _dask_partition(self, dataset: TabularDataset, task: _Task) -> Any:

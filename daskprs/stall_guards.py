@@ -133,15 +133,24 @@ class StallGuard:
         return describe_states(len(workers), states)
 
     def _ask_workers(self) -> dict[str, dict[str, Any]]:
-        pool = concurrent.futures.ThreadPoolExecutor(1)
         try:
-            future = pool.submit(self.client.run, plugin_state, self.plugin_name)
-            return dict(future.result(timeout=ASK_WORKERS_SECONDS))
+            return dict(run_on_workers(self.client, plugin_state, self.plugin_name))
         except Exception as exc:  # a worker that does not answer: say so, do not hang
             logger.warning("asking the workers how their init() goes failed: %s", exc)
             return {}
-        finally:
-            pool.shutdown(wait=False)
+
+
+def run_on_workers(client: Any, function: Callable[..., Any], *args: Any,
+                   workers: list[str] | None = None,
+                   seconds: float = ASK_WORKERS_SECONDS) -> Any:
+    """``client.run(function, *args)`` that gives up after ``seconds`` (a stalled worker
+    must not stall the client too); raises ``TimeoutError`` then."""
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        future = pool.submit(client.run, function, *args, workers=workers)
+        return future.result(timeout=seconds)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def describe_states(count: int, states: dict[str, dict[str, Any]]) -> str:
@@ -188,4 +197,4 @@ def plugin_state(plugin_name: str, dask_worker: Any = None) -> dict[str, Any]:
 
 
 __all__ = ["StallGuard", "default_first_mini_batch_timeout",
-           "default_no_progress_timeout", "describe_states", "plugin_state"]
+           "default_no_progress_timeout", "describe_states", "plugin_state", "run_on_workers"]
