@@ -79,7 +79,7 @@ def load_azure_step(path: str, data: dict[str, Any], overrides: tuple[str, ...] 
     prefix = ""
     if data.get("type") == "pipeline":
         data, prefix = _pipeline_node(path, data, job)
-        data.setdefault("name", job)
+        data["name"] = job  # a node is named by its key in jobs:
     elif job is not None:
         raise ConfigError([Problem("--job", "command line", "applies to a type: pipeline file "
                                    "only", job, "Leave --job out for a parallel job")])
@@ -280,7 +280,7 @@ class _Mapper:
     # outputs ------------------------------------------------------------------------------
     def _outputs(self, name: str) -> dict[str, tuple[str, Location]]:
         """Name -> (type, location); outputs without a path go below the default datastore
-        (``azureml/<job>/<output>``) or ``daskprs-runs/<job>/outputs/<output>``."""
+        (``azureml/<job>/<output>``) or ``daskprs-runs/<job>-outputs/<output>``."""
         raw = self.data.get("outputs") or {}
         if not isinstance(raw, dict):
             self.checker.add("outputs", "must be a mapping of names to outputs", raw,
@@ -303,8 +303,8 @@ class _Mapper:
                 location = Location(f"{base.url.rstrip('/')}/azureml/{name}/{output}",
                                     base.storage_options)
             else:
-                location = Location(os.path.abspath(os.path.join("daskprs-runs", name,
-                                                                 "outputs", output)))
+                location = Location(os.path.abspath(os.path.join(
+                    "daskprs-runs", f"{name}-outputs", output)))
             if location is not None:
                 outputs[output] = (kind, location)
         return outputs

@@ -12,7 +12,10 @@ An MLTable folder holds a file named ``MLTable``::
 
 With ``read_delimited`` or ``read_parquet`` it is a tabular input; with no
 transformations it is a file input (the files of its paths). Paths are relative to the
-folder. Anything else daskprs cannot honour is a ConfigError naming the key.
+folder. After the read step, ``extract_columns_from_partition_format``, ``drop_columns`` and
+``keep_columns`` are applied too; the table is then read whole into the client's memory
+(a warning says so), as the column values come from the paths. Anything else daskprs
+cannot honour is a ConfigError naming the key.
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ from collections.abc import Callable
 from typing import Any
 
 import fsspec
+import pandas as pd
 import yaml
 
 from daskprs.datasets import Dataset, DatasetBase
-from daskprs.errors import ConfigError, Problem
+from daskprs.errors import ConfigError, InputError, Problem
+from daskprs.inputs.listing import DELIMITED_SUFFIXES, PARQUET_SUFFIXES, list_input
+from daskprs.inputs.partition_format import parse_partition_format
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +46,7 @@ IGNORED_READ_OPTIONS = ("empty_as_string", "include_path_column", "infer_column_
                         "support_multi_line", "path_column")
 READ_DELIMITED_KEYS = ("delimiter", "encoding", "header", *IGNORED_READ_OPTIONS)
 READ_PARQUET_KEYS = ("include_path_column", "path_column")
+COLUMN_STEPS = ("extract_columns_from_partition_format", "drop_columns", "keep_columns")
 TOP_KEYS = ("type", "paths", "transformations", "metadata", "traits")
 
 Resolve = Callable[[str], Any]
@@ -93,18 +100,26 @@ def read_mltable(url: str, storage_options: dict[str, Any] | None = None,
             add(str(key), "is not an MLTable key daskprs reads", key,
                 f"Remove it; daskprs reads {', '.join(TOP_KEYS)}")
     paths, path_options = _paths(spec.get("paths"), folder, options, resolve, add)
-    read = _read_transformation(spec.get("transformations"), add)
+    read, columns = _read_transformation(spec.get("transformations"), add)
     if problems:
         raise ConfigError(problems)
     if read is None:
         return Dataset.File.from_files(paths, storage_options=path_options)
     kind, settings = read
     if kind == "read_parquet":
-        return Dataset.Tabular.from_parquet_files(paths, storage_options=path_options)
-    return Dataset.Tabular.from_delimited_files(
-        paths, separator=settings.get("delimiter", ","),
-        header=HEADERS[settings.get("header", "all_files_same_headers")],
-        storage_options=path_options)
+        dataset = Dataset.Tabular.from_parquet_files(paths, storage_options=path_options)
+    else:
+        dataset = Dataset.Tabular.from_delimited_files(
+            paths, separator=settings.get("delimiter", ","),
+            header=HEADERS[settings.get("header", "all_files_same_headers")],
+            storage_options=path_options)
+    if not columns:
+        if settings.get("include_path_column"):
+            logger.warning("MLTable %s include_path_column is ignored (no column "
+                           "transformation uses it)", kind)
+        return dataset
+    return Dataset.Tabular.from_pandas_dataframe(
+        _with_columns(dataset, settings, columns, f"{file}: transformations"))
 
 
 def is_mltable_folder(url: str, storage_options: dict[str, Any] | None = None) -> bool:
@@ -151,21 +166,27 @@ def _below(folder: str, relative: str) -> str:
 
 
 def _read_transformation(entries: Any, add: Callable[..., None]
-                         ) -> tuple[str, dict[str, Any]] | None:
+                         ) -> tuple[tuple[str, dict[str, Any]] | None, list[tuple[str, Any]]]:
+    """The read step, and the column steps after it."""
+    columns: list[tuple[str, Any]] = []
     if entries is None:
-        return None
+        return None, columns
     if not isinstance(entries, list):
         add("transformations", "must be a list", entries,
             "Use transformations: [{read_delimited: {delimiter: ','}}]")
-        return None
+        return None, columns
     read: tuple[str, dict[str, Any]] | None = None
     for position, entry in enumerate(entries):
         key = f"transformations[{position}]"
         name, settings = _transformation(entry)
+        if name in COLUMN_STEPS and read is not None:
+            _check_column_step(name, settings, f"{key}.{name}", add)
+            columns.append((name, settings))
+            continue
         if name not in ("read_delimited", "read_parquet"):
             add(key, "is a transformation daskprs does not apply", name,
-                "Remove it (apply it in run()); daskprs applies read_delimited and "
-                "read_parquet only")
+                "Remove it (apply it in run()); daskprs applies read_delimited, "
+                f"read_parquet and after them {', '.join(COLUMN_STEPS)}")
             continue
         if read is not None:
             add(key, "is a second read transformation", name, "Keep one read_* step")
@@ -178,13 +199,69 @@ def _read_transformation(entries: Any, add: Callable[..., None]
             if option not in known:
                 add(f"{key}.{name}.{option}", "is not an option daskprs reads", option,
                     f"Remove it; daskprs reads {', '.join(known)}")
-        ignored = [o for o in settings if o in IGNORED_READ_OPTIONS]
+        ignored = [o for o in settings if o in IGNORED_READ_OPTIONS
+                   and o not in ("include_path_column", "path_column")]
         if ignored:
             logger.warning("MLTable %s options %s are ignored", name, ", ".join(ignored))
         if name == "read_delimited":
             _check_delimited(settings, f"{key}.{name}", add)
         read = (name, settings)
-    return read
+    return read, columns
+
+
+def _check_column_step(name: str, settings: Any, key: str, add: Callable[..., None]) -> None:
+    if name == "extract_columns_from_partition_format":
+        text = settings.get("partition_format") if isinstance(settings, dict) else settings
+        try:
+            parse_partition_format(text)
+        except (ValueError, TypeError) as exc:
+            add(f"{key}.partition_format", f"is not a partition format ({exc})", text,
+                "Use partition_format: '{region}/{file_name}.{extension}'")
+    elif not isinstance(settings, (list, str)) or (
+            isinstance(settings, list) and not all(isinstance(c, str) for c in settings)):
+        add(key, "must be a column name or a list of them", settings, f"Use {name}: [Path]")
+
+
+def _with_columns(dataset: Any, settings: dict[str, Any], steps: list[tuple[str, Any]],
+                  where: str) -> pd.DataFrame:
+    """Read the table whole, one file at a time, adding ``Path`` (``include_path_column``)
+    and the partition-format columns from each file's path; then drop or keep columns."""
+    logger.warning("%s: column transformations (%s) read the MLTable's files whole into the "
+                   "client's memory", where, ", ".join(name for name, _ in steps))
+    suffixes = PARQUET_SUFFIXES if dataset.format == "parquet" else DELIMITED_SUFFIXES
+    files = list_input(dataset.paths, dataset.storage_options, suffixes, where)
+    formats = [parse_partition_format(s.get("partition_format") if isinstance(s, dict) else s)
+               for name, s in steps if name == "extract_columns_from_partition_format"]
+    frames = []
+    for listed in files:
+        frame = _read_file(dataset, listed.url)
+        if settings.get("include_path_column"):
+            frame[settings.get("path_column", "Path")] = listed.relative
+        for partition_format in formats:
+            values = partition_format.values(listed.relative)
+            if values is None:
+                raise InputError(f"{where}: {listed.relative!r} does not match the partition "
+                                 f"format {partition_format.text!r}. Fix the format or the "
+                                 f"MLTable's paths.")
+            for column, value in values.items():
+                frame[column] = value
+        frames.append(frame)
+    table = pd.concat(frames, ignore_index=True)
+    for name, columns in steps:
+        columns = [columns] if isinstance(columns, str) else columns
+        if name == "drop_columns":
+            table = table.drop(columns=list(columns), errors="ignore")
+        elif name == "keep_columns":
+            table = table[[c for c in columns if c in table.columns]]
+    return table
+
+
+def _read_file(dataset: Any, url: str) -> pd.DataFrame:
+    with fsspec.open(url, "rb", compression="infer", **dataset.storage_options) as handle:
+        if dataset.format == "parquet":
+            return pd.read_parquet(handle)
+        return pd.read_csv(handle, sep=dataset.separator,
+                           header=0 if dataset.header else None)
 
 
 def _transformation(entry: Any) -> tuple[str, Any]:
