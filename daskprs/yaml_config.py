@@ -21,7 +21,7 @@ from daskprs.step import ParallelRunStep, check_step
 from daskprs.validation import Checker, did_you_mean
 
 STEP_KEYS = ("name", "inputs", "side_inputs", "output", "arguments", "allow_reuse",
-             "parallel_run_config")
+             "parallel_run_config", "models")
 INPUT_KEYS = ("name", "type", "format", "path", "separator", "header", "dtype",
               "partition_format", "mode", "storage_options")
 _FORMAT_ALIASES = {"csv": "delimited", "tsv": "delimited", "txt": "delimited",
@@ -89,16 +89,21 @@ def load_step(path: str, overrides: list[str] | tuple[str, ...] = (),
     given = data.get("inputs")
     reported = isinstance(given, list) and given and not inputs
     step_checker = Checker(source_of)
-    check_step(step_checker, data.get("name"), config, None if reported else inputs, output,
-               output_options, side_inputs, arguments, allow_reuse,
-               output_action=prc.get("output_action"), config_prefix="parallel_run_config.")
+    models_from_set = any(k == "models" or k.startswith("models.") for k in set_keys)
+    values = check_step(step_checker, data.get("name"), config,
+                        None if reported else inputs, output, output_options, side_inputs,
+                        arguments, allow_reuse, output_action=prc.get("output_action"),
+                        config_prefix="parallel_run_config.", models=data.get("models"),
+                        models_base=None if models_from_set else folder)
     checker.extend(step_checker.problems)
     checker.raise_if_any()
     assert config is not None
     return ParallelRunStep(name=data["name"], parallel_run_config=config, inputs=inputs,
                            output=output, output_storage_options=output_options,
                            side_inputs=side_inputs, arguments=arguments,
-                           allow_reuse=allow_reuse)
+                           allow_reuse=allow_reuse,
+                           models={m.name: {"path": m.url, "storage_options": m.storage_options}
+                                   for m in values["models"]} or None)
 
 
 def _read(path: str) -> dict[str, Any]:
