@@ -125,7 +125,7 @@ def test_1a_parallel_train_saves_one_model_per_partition_and_completes(
          int(rng.integers(0, 2)), round(float(rng.uniform(1.5, 3.5)), 2), 0.0)
         for store in stores for brand in brands
         for day in pd.date_range("1990-06-14", periods=weeks, freq="7D")],
-        columns="WeekStarting,Store,Brand,Quantity,Advert,Price,Revenue".split(","))
+        columns=["WeekStarting", "Store", "Brand", "Quantity", "Advert", "Price", "Revenue"])
     frame["Revenue"] = frame["Quantity"] * frame["Price"]
     (folder / "oj_sales_data").mkdir()
     frame.to_csv(folder / "oj_sales_data" / "oj_sales_data.csv", index=False)
