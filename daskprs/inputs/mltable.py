@@ -125,15 +125,6 @@ def read_mltable(url: str, storage_options: dict[str, Any] | None = None,
         _with_columns(dataset, settings, columns, f"{file}: transformations"))
 
 
-def is_mltable_folder(url: str, storage_options: dict[str, Any] | None = None) -> bool:
-    """Whether ``url`` is a folder holding an ``MLTable`` file."""
-    try:
-        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-        return bool(fs.exists(posixpath.join(path, MLTABLE_FILE)))
-    except Exception:  # an unreachable store: the input's listing reports it
-        return False
-
-
 def _paths(entries: Any, folder: str, options: dict[str, Any], resolve: Resolve | None,
            add: Callable[..., None]) -> tuple[list[str], dict[str, Any]]:
     if not isinstance(entries, list) or not entries:
