@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from daskprs.azure import is_azure_document
 from daskprs.config import PARAMETERS, config_from_mapping
 from daskprs.datasets import Dataset, DatasetBase
 from daskprs.errors import ConfigError, Problem
@@ -29,8 +30,13 @@ _LAST_PART = re.compile(r"(\.[^.\[\]]+|\[\d+\])$")
 _SIDE_INPUT = re.compile(r"\$\{\{\s*side_inputs\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
-def load_step(path: str, overrides: list[str] | tuple[str, ...] = ()) -> ParallelRunStep:
+def load_step(path: str, overrides: list[str] | tuple[str, ...] = (),
+              data_table: str | None = None, job: str | None = None) -> ParallelRunStep:
     """Read a step's YAML config, apply ``--set`` overrides, validate everything.
+
+    An Azure ML v2 file (a ``type: parallel`` job or parallel component, or one parallel
+    node ``job`` of a ``type: pipeline`` file) is mapped by :mod:`daskprs.azure.job`;
+    ``data_table`` is then its data table (default: ``azureml_data.yaml`` next to it).
 
     Raises
     ------
@@ -38,6 +44,14 @@ def load_step(path: str, overrides: list[str] | tuple[str, ...] = ()) -> Paralle
         Listing every problem with its file and key.
     """
     data = _read(path)
+    if is_azure_document(data):
+        from daskprs.azure.job import load_azure_step
+
+        return load_azure_step(path, data, overrides, data_table, job)
+    if data_table is not None or job is not None:
+        raise ConfigError([Problem("--data-table" if data_table is not None else "--job",
+                                   "command line", "applies to Azure v2 YAML only",
+                                   data_table or job, "Leave it out for a daskprs config")])
     set_keys: set[str] = set()
     problems: list[Problem] = []
     for override in overrides:
