@@ -31,6 +31,7 @@ class FailureCounter:
     attempts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         ("total", "failed", "timed_out", "crashed", "worker_lost"), 0))
     first_errors: list[dict[str, Any]] = field(default_factory=list)
+    devices: dict[str, str] = field(default_factory=dict)  # worker -> its runner's GPUs
 
     def __post_init__(self) -> None:
         self.mini_batches["total"] = self.planned
@@ -45,6 +46,8 @@ class FailureCounter:
         self.items["succeeded"] += record["succeeded"]
         self.items["failed"] += record["failed"]
         for attempt in record["attempts"]:
+            if attempt.get("device"):
+                self.devices[str(attempt["worker"])] = str(attempt["device"])
             self.attempts["total"] += 1
             if attempt["status"] in self.attempts:
                 self.attempts[attempt["status"]] += 1

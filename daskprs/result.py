@@ -24,7 +24,8 @@ class JobResult:
     ``Canceled``), ``reused``, ``run_id``, ``fingerprint``, ``started``, ``finished``,
     ``seconds``, ``mini_batches``, ``items``, ``attempts``, ``thresholds``,
     ``first_errors``, ``columns``, ``output``, ``daskprs_version``, ``description``;
-    ``reason`` says why a job failed.
+    ``reason`` says why a job failed; ``devices`` maps each worker whose runner had GPUs
+    to its ``CUDA_VISIBLE_DEVICES``.
     """
 
     status: str
@@ -44,6 +45,7 @@ class JobResult:
     daskprs_version: str = ""
     description: str | None = None
     reason: str = ""
+    devices: dict[str, str] = field(default_factory=dict)
 
     @property
     def succeeded(self) -> bool:
@@ -200,6 +202,9 @@ class JobResult:
                      f"{tries.get('timed_out', 0)} timed out, {tries.get('crashed', 0)} crashed,"
                      f" {tries.get('worker_lost', 0)} worker lost)")
         lines.append(f"time: {self.seconds:.1f} s")
+        if self.devices:
+            lines.append("GPUs: " + ", ".join(f"{worker} {device}" for worker, device
+                                              in sorted(self.devices.items())))
         lines.append(f"output: {self.output.get('url')}")
         for error in self.first_errors[:5]:
             lines.append(f"error: {error['mini_batch_id']} ({error['first_item']} .. "
