@@ -261,3 +261,27 @@ def test_timeline_labels_each_worker_with_its_gpus() -> None:
     assert worker_labels(rows, ["worker-0", "worker-1", "worker-2"]) == [
         "worker-0 (GPU 0)", "worker-1 (GPU 1,2)", "worker-2"]
     assert worker_labels(rows.drop(columns="device"), ["worker-0"]) == ["worker-0"]
+
+
+# ---------------------------------------------------------------- the example script
+
+def test_the_gpu_example_scores_on_the_cpu_without_a_gpu(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    import importlib.util
+
+    from tests.conftest import make_frame
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "gpu" / "score.py"
+    spec = importlib.util.spec_from_file_location("gpu_example_score", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    monkeypatch.chdir(tmp_path)  # EntryScript's log folder outside a job: ./daskprs-local
+    monkeypatch.setattr(sys, "argv", ["score.py", "--batch-size", "300", "--hidden", "16"])
+    module.init()
+    frame = make_frame(1000, start=5)
+    scored = module.run(frame)
+    assert scored["id"].tolist() == list(range(5, 1005))
+    assert scored["score"].between(0, 1).all()
+    reference = module.build_model(3, 16, "numpy")(frame[["f0", "f1", "f2"]].to_numpy("float32"))
+    assert scored["score"].to_numpy() == pytest.approx(reference, rel=1e-5)
+    assert len(module.run(frame.iloc[:0])) == 0
