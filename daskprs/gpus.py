@@ -337,10 +337,13 @@ def plan_for_cluster(gpus_per_process: int | None, workers: dict[str, dict[str, 
 
 
 def inspect_cluster(client: Any, gpus_per_process: int | None) -> GpuPlan:
-    """Ask every worker of ``client``'s cluster about its GPUs; see :func:`plan_for_cluster`."""
+    """Ask every worker of ``client``'s cluster about its GPUs; see :func:`plan_for_cluster`
+    (a worker that cannot answer, e.g. one leaving, counts as having none)."""
     if gpus_per_process == 0:
         return GpuPlan(0, "hide")
-    return plan_for_cluster(gpus_per_process, client.run(worker_gpus))
+    answers = client.run(worker_gpus, on_error="return")
+    return plan_for_cluster(gpus_per_process, {
+        address: info if isinstance(info, dict) else {} for address, info in answers.items()})
 
 
 __all__ = ["CUDA_VISIBLE_DEVICES", "NO_GPUS", "Gpu", "GpuPlan", "detect_gpus", "gpu_count",

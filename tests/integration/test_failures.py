@@ -251,7 +251,7 @@ def first_line(out: Path) -> str:
 
 def attempt_rows(out: Path) -> list[dict[str, str]]:
     """``logs/sys/mini_batches.csv`` as dicts, after checking the header and that every
-    row is whole (15 fields)."""
+    row is whole (16 fields)."""
     with open(out / "logs" / "sys" / "mini_batches.csv", encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f))
     assert rows and rows[0] == ATTEMPT_HEADER, rows[:1]

@@ -285,3 +285,15 @@ def test_the_gpu_example_scores_on_the_cpu_without_a_gpu(monkeypatch: pytest.Mon
     reference = module.build_model(3, 16, "numpy")(frame[["f0", "f1", "f2"]].to_numpy("float32"))
     assert scored["score"].to_numpy() == pytest.approx(reference, rel=1e-5)
     assert len(module.run(frame.iloc[:0])) == 0
+
+
+def test_a_worker_that_cannot_answer_counts_as_having_no_gpu() -> None:
+    from daskprs.gpus import inspect_cluster
+
+    class Client:
+        def run(self, function: object, on_error: str) -> dict:
+            assert on_error == "return"
+            return {"tcp://a": _worker("0", 1), "tcp://b": OSError("worker left")}
+
+    plan = inspect_cluster(Client(), 1)
+    assert plan.submit_options(None) == {"resources": {"GPU": 1}}
