@@ -198,7 +198,7 @@ class GpuPlan:
         ``gpus_per_process`` devices, per node, unless ``process_count_per_node`` is set."""
         if self.mode != "local" or process_count_per_node is not None:
             return None
-        return node_count * max(len(self.devices) // self.per_process, 1)
+        return node_count * (len(self.devices) // self.per_process)
 
     def runner_devices(self, worker_name: Any, env: dict[str, str]) -> str | None:
         """The ``CUDA_VISIBLE_DEVICES`` of a worker's runners, or None to leave it as the
@@ -271,11 +271,12 @@ def plan_for_this_machine(gpus_per_process: int | None, process_count_per_node: 
     logger.info("%d GPU%s found (%s): %d per process", len(devices),
                 "s" * (len(devices) != 1), names, wanted)
     whole = len(devices) // wanted
-    if process_count_per_node is not None and node_count * process_count_per_node > whole:
-        logger.warning("process_count_per_node %d x node_count %d > %d GPU group%s of %d: "
-                       "workers %d and above get no GPU (CUDA_VISIBLE_DEVICES='')",
-                       process_count_per_node, node_count, whole, "s" * (whole != 1), wanted,
-                       whole)
+    workers = node_count * (process_count_per_node or whole)
+    if workers > whole:  # one machine: its GPUs are shared by every "node"
+        logger.warning("%d worker processes (node_count %d x process_count_per_node %d) > %d "
+                       "GPU group%s of %d: workers %d and above get no GPU "
+                       "(CUDA_VISIBLE_DEVICES='')", workers, node_count,
+                       workers // node_count, whole, "s" * (whole != 1), wanted, whole)
     return plan
 
 

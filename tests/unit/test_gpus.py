@@ -143,8 +143,18 @@ def test_processes_beyond_the_gpus_get_none(tmp_path: Path,
     with caplog.at_level(logging.WARNING, logger="daskprs.gpus"):
         plan = plan_for_this_machine(None, 4, 1, fake_smi(tmp_path, 2))
     assert [plan.runner_devices(k, {}) for k in range(4)] == ["0", "1", "", ""]
-    assert ("process_count_per_node 4 x node_count 1 > 2 GPU groups of 1: workers 2 and above "
-            "get no GPU (CUDA_VISIBLE_DEVICES='')") in caplog.text
+    assert ("4 worker processes (node_count 1 x process_count_per_node 4) > 2 GPU groups of 1: "
+            "workers 2 and above get no GPU (CUDA_VISIBLE_DEVICES='')") in caplog.text
+
+
+def test_every_node_of_an_embedded_cluster_shares_this_machines_gpus(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="daskprs.gpus"):
+        plan = plan_for_this_machine(None, None, 2, fake_smi(tmp_path, 2))
+    assert plan.processes(2, None) == 4
+    assert [plan.runner_devices(k, {}) for k in range(4)] == ["0", "1", "", ""]
+    assert "4 worker processes (node_count 2 x process_count_per_node 2) > 2 GPU groups" \
+        in caplog.text
 
 
 def test_no_gpus_leaves_the_runners_environment_alone(tmp_path: Path) -> None:
