@@ -26,7 +26,7 @@ from daskprs.entry_script import (
     ENV_OUTPUT_DIR,
     ENV_WORKING_DIR,
 )
-from daskprs.gpus import CUDA_VISIBLE_DEVICES, GpuPlan
+from daskprs.gpus import CUDA_VISIBLE_DEVICES, NO_GPUS, GpuPlan
 from daskprs.storage import Location
 from daskprs.storage.secrets import RedactingFilter
 from daskprs.worker.downloads import local_arguments
@@ -60,7 +60,7 @@ class RunnerPlugin(WorkerPlugin):
         self.spec = spec
         self.name = spec.plugin_name
         self.threads_per_runner = threads_per_runner
-        self.gpus = gpus or GpuPlan()
+        self.gpus = gpus or NO_GPUS
 
     async def setup(self, worker: Any) -> None:
         """Start the runner and its ``init()`` in a thread, off the worker's event loop.
