@@ -27,7 +27,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from daskprs.errors import ConfigError, Problem
 
@@ -184,7 +184,7 @@ class GpuPlan:
     """
 
     gpus_per_process: int | None = None
-    mode: str = "off"
+    mode: Literal["off", "hide", "local", "worker"] = "off"
     devices: tuple[str, ...] = ()
     placement: dict[str, Any] = field(default_factory=dict)
 
