@@ -92,6 +92,9 @@ class ParallelRunConfig:
     straggler_factor
         When all other work is submitted, a mini-batch running longer than this many times
         the median mini-batch time gets a backup attempt on an idle worker. None: off.
+    gpus_per_process
+        GPUs each runner gets in ``CUDA_VISIBLE_DEVICES``: None (one where there are
+        GPUs), 0 (none: GPUs hidden), n >= 1 (n each; fails where there are none).
     """
 
     entry_script: Any
@@ -119,6 +122,7 @@ class ParallelRunConfig:
     retry_on: list[Any] | None = None
     transient_max_try: int = 3
     straggler_factor: float | None = None
+    gpus_per_process: int | None = None
 
     def __post_init__(self) -> None:
         checker = Checker()
@@ -214,6 +218,9 @@ def check_config(config: Any, checker: Checker) -> dict[str, Any]:
     if get("process_count_per_node") is not None:
         checker.integer("process_count_per_node", get("process_count_per_node"), 1,
                         "Use 1 or more, or leave it unset for one per core")
+    if get("gpus_per_process") is not None:
+        checker.integer("gpus_per_process", get("gpus_per_process"), 0,
+                        "Use 1 or more GPUs per process, 0 for none, or leave it unset")
     normalized.update(_check_compute_target(checker, get("compute_target")))
     normalized.update(_check_environment(checker, get("environment")))
     _check_environment_variables(checker, get("environment_variables"))

@@ -23,6 +23,7 @@ from daskprs.cluster import connect
 from daskprs.commit import StateStore, task_name
 from daskprs.datasets import TabularDataset
 from daskprs.errors import ClusterError, ClusterLostError, InitFailedError
+from daskprs.gpus import NO_GPUS, GpuPlan, inspect_cluster
 from daskprs.inputs.plan import MiniBatch, Plan
 from daskprs.lost_attempts import MAX_WORKER_LOSSES, AttemptLedger
 from daskprs.reachability import check_reachable
@@ -57,12 +58,16 @@ GUARD_SECONDS = 0.5
 def run_on_cluster(spec: JobSpec, plan: Plan, inputs: list[Any], todo: Iterator[MiniBatch],
                    count: int, target: Any, processes: int, node_count: int,
                    sink: RecordSink, requirements: list[str],
-                   stale_runs: tuple[str, ...] = (), guards: Guards | None = None) -> str:
+                   stale_runs: tuple[str, ...] = (), guards: Guards | None = None,
+                   gpus: GpuPlan = NO_GPUS) -> str:
     """Run the ``count`` mini-batches of ``todo``; return the failure reason, or ''.
 
-    ``guards``: the stall guards' timeouts and ``straggler_factor`` (defaults when None)."""
+    ``guards``: the stall guards' timeouts and ``straggler_factor`` (defaults when None).
+    ``gpus``: this machine's GPUs for an embedded cluster; another cluster's workers are
+    asked for theirs (a job that needs GPUs fails here when none has any)."""
     with connect(target, processes, node_count) as connection:
         client = connection.client
+        gpus = gpus if connection.local else inspect_cluster(client, gpus.gpus_per_process)
         if client.dashboard_link:
             logger.info("Dask dashboard: %s", client.dashboard_link)
             if not _shown_on_a_stream(logger, logging.INFO):
@@ -74,11 +79,11 @@ def run_on_cluster(spec: JobSpec, plan: Plan, inputs: list[Any], todo: Iterator[
         if requirements and not connection.local:
             _install_requirements(client, requirements)
         remove_stale_runs(client, stale_runs)
-        plugin = RunnerPlugin(owned_spec, connection.threads_per_runner)
+        plugin = RunnerPlugin(owned_spec, connection.threads_per_runner, gpus)
         client.register_plugin(plugin)
         try:
             return _Dispatcher(client, owned_spec, plan, inputs, sink,
-                               guards or Guards()).run(todo, count)
+                               guards or Guards(), gpus).run(todo, count)
         finally:
             with contextlib.suppress(Exception):
                 client.unregister_worker_plugin(owned_spec.plugin_name)
@@ -215,8 +220,9 @@ class _Dispatcher:
     """Submit tasks in mini-batch order within a bounded window; take their records."""
 
     def __init__(self, client: Any, spec: JobSpec, plan: Plan, inputs: list[Any],
-                 sink: RecordSink, guards: Guards) -> None:
+                 sink: RecordSink, guards: Guards, gpus: GpuPlan = NO_GPUS) -> None:
         self.client = client
+        self.gpus = gpus  # keeps tasks on GPU workers when the job needs GPUs
         self.spec = spec
         self.plan = plan
         self.sink = sink
@@ -308,10 +314,10 @@ class _Dispatcher:
 
         task = _Task(batches, task_name(batches, submission), submission)
         key = f"{self.spec.plugin_name}-{task.name}" + ("-backup" if backup_on else "")
-        options: dict[str, Any] = {"workers": workers, "allow_other_workers": True} \
-            if workers else {}
+        options = self.gpus.submit_options(workers)
         if backup_on:
-            options = {"workers": [backup_on], "allow_other_workers": False}
+            options = {**self.gpus.submit_options([backup_on]), "workers": [backup_on],
+                       "allow_other_workers": False}
         dataset = self.frames.get(batches[0].input_name)
         if dataset is not None and dataset.format == "dask":
             future = self.client.compute(self._dask_partition(dataset, task), **options)

@@ -36,6 +36,7 @@ class FailureCounter:
     first_errors: list[dict[str, Any]] = field(default_factory=list)
     stragglers: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         ("backups", "backups_won"), 0))
+    devices: dict[str, str] = field(default_factory=dict)  # worker -> its runner's GPUs
 
     def __post_init__(self) -> None:
         self.mini_batches["total"] = self.planned
@@ -50,6 +51,8 @@ class FailureCounter:
         self.items["succeeded"] += record["succeeded"]
         self.items["failed"] += record["failed"]
         for attempt in record["attempts"]:
+            if attempt.get("device"):
+                self.devices[str(attempt["worker"])] = str(attempt["device"])
             self.attempts["total"] += 1
             if attempt["status"] in self.attempts:
                 self.attempts[attempt["status"]] += 1

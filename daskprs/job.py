@@ -27,6 +27,7 @@ from daskprs.datasets import FileDataset, TabularDataset
 from daskprs.errors import InputError, OutputError
 from daskprs.failures import FailureCounter
 from daskprs.fingerprint import job_fingerprint
+from daskprs.gpus import GpuPlan, plan_for_this_machine
 from daskprs.inputs.files import plan_files
 from daskprs.inputs.listing import listing_digest
 from daskprs.inputs.plan import Plan
@@ -313,6 +314,7 @@ def _run(prepared: PreparedJob, run_id: str, todo: Iterator[Any], count: int, cl
     requirements = list((config.environment or {}).get("pip", []))
     if target == "inline" or starts_local_cluster(target):
         check_requirements(requirements)  # the workers share this environment
+    gpus = _gpu_plan(config, target)
     if target == "inline":
         from daskprs.inline import run_inline
 
@@ -321,9 +323,19 @@ def _run(prepared: PreparedJob, run_id: str, todo: Iterator[Any], count: int, cl
 
     guards = Guards(config.first_mini_batch_timeout, config.no_progress_timeout,
                     config.straggler_factor)
+    processes = gpus.processes(config.node_count, config.process_count_per_node)
     return run_on_cluster(spec, prepared.plan, prepared.inputs, todo, count, target,
-                          config.processes, config.node_count, sink, requirements, stale,
-                          guards)
+                          processes or config.processes, config.node_count, sink,
+                          requirements, stale, guards, gpus=gpus)
+
+
+def _gpu_plan(config: Any, target: Any) -> GpuPlan:
+    """Detect this machine's GPUs when the job runs here (an embedded cluster, inline);
+    the workers of another cluster are asked once connected."""
+    if target == "inline" or starts_local_cluster(target):
+        return plan_for_this_machine(config.gpus_per_process, config.process_count_per_node,
+                                     config.node_count)
+    return GpuPlan(config.gpus_per_process)
 
 
 def _committed_records(state: StateStore, plan: Plan, runs: list[str]
@@ -384,6 +396,7 @@ def _job_result(prepared: PreparedJob, run_id: str, started: datetime, clock: fl
         thresholds=counter.thresholds(), first_errors=list(counter.first_errors),
         columns=columns, output=output, daskprs_version=__version__,
         description=config.description, reason=reason,
-        stragglers=dict(counter.stragglers) if counter.stragglers["backups"] else {})
+        stragglers=dict(counter.stragglers) if counter.stragglers["backups"] else {},
+        devices=dict(counter.devices))
     result._storage_options = prepared.output.storage_options
     return result

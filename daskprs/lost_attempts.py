@@ -79,4 +79,5 @@ def lost_row(event: dict[str, Any], number: int, items: int) -> dict[str, Any]:
     """A ``mini_batches.csv`` row for an attempt lost with its worker (not charged)."""
     return {"attempt": number, "worker": event.get("agent", ""), "pid": event.get("pid", ""),
             "start_utc": event.get("start_utc", ""), "seconds": "", "items": items,
-            "succeeded": 0, "failed": 0, "status": "worker_lost", "error": LOST_ERROR}
+            "succeeded": 0, "failed": 0, "status": "worker_lost", "error": LOST_ERROR,
+            "device": event.get("device", "")}

@@ -25,7 +25,8 @@ class JobResult:
     ``seconds``, ``mini_batches``, ``items``, ``attempts``, ``thresholds``,
     ``first_errors``, ``columns``, ``output``, ``daskprs_version``, ``description``;
     ``reason`` says why a job failed; ``stragglers`` counts backup attempts
-    (``backups``, ``backups_won``) when ``straggler_factor`` is set.
+    (``backups``, ``backups_won``) when ``straggler_factor`` is set;
+    ``devices`` maps each worker whose runner had GPUs to its ``CUDA_VISIBLE_DEVICES``.
     """
 
     status: str
@@ -46,6 +47,7 @@ class JobResult:
     description: str | None = None
     reason: str = ""
     stragglers: dict[str, int] = field(default_factory=dict)
+    devices: dict[str, str] = field(default_factory=dict)
 
     @property
     def succeeded(self) -> bool:
@@ -207,6 +209,9 @@ class JobResult:
             lines.append(f"stragglers: {self.stragglers['backups']} backup attempts started, "
                          f"{self.stragglers.get('backups_won', 0)} committed first")
         lines.append(f"time: {self.seconds:.1f} s")
+        if self.devices:
+            lines.append("GPUs: " + ", ".join(f"{worker} {device}" for worker, device
+                                              in sorted(self.devices.items())))
         lines.append(f"output: {self.output.get('url')}")
         for error in self.first_errors[:5]:
             lines.append(f"error: {error['mini_batch_id']} ({error['first_item']} .. "

@@ -105,7 +105,7 @@ def _draw(rows: pd.DataFrame) -> Figure:
                   height=BAR_HEIGHT, color=STATUS_COLORS.get(status, OTHER_COLOR),
                   edgecolor="white", linewidth=0.5, label=_status_label(status))
     _label_failures(axes, rows, row_of)
-    axes.set_yticks(range(len(workers)), workers)
+    axes.set_yticks(range(len(workers)), worker_labels(rows, workers))
     axes.set_ylim(max(len(workers), 1) - 0.5, -0.5)  # the first worker on top
     axes.set_xlim(0, (rows.attrs["span"] or 1.0) * 1.02)
     axes.set_xlabel(f"seconds since {rows.attrs['origin']:%Y-%m-%d %H:%M:%S} UTC")
@@ -118,6 +118,17 @@ def _draw(rows: pd.DataFrame) -> Figure:
                   transform=axes.transAxes)
     figure.tight_layout()
     return figure
+
+
+def worker_labels(rows: pd.DataFrame, workers: list[str]) -> list[str]:
+    """Each worker's name, with its runner's GPUs (``worker-0 (GPU 0)``) when the attempts
+    have a ``device`` (files written before that column have none)."""
+    if "device" not in rows.columns:
+        return list(workers)
+    used = rows[rows["device"].astype(str) != ""]
+    devices = used.groupby("worker")["device"].last().to_dict()
+    return [f"{worker} (GPU {devices[worker]})" if worker in devices else worker
+            for worker in workers]
 
 
 def _label_failures(axes: Any, rows: pd.DataFrame, row_of: dict[str, int]) -> None:

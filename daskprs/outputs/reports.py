@@ -16,7 +16,7 @@ from daskprs.storage.secrets import redact
 
 ATTEMPT_COLUMNS = ("run_id", "mini_batch_id", "input", "first_item", "last_item", "attempt",
                    "worker", "pid", "start_utc", "seconds", "items", "succeeded", "failed",
-                   "status", "error")
+                   "status", "error", "device")
 FLUSH_SECONDS = 10.0
 
 README = """\
@@ -116,7 +116,8 @@ class AttemptTable:
                                   attempt["attempt"], attempt["worker"], attempt["pid"],
                                   attempt["start_utc"], attempt["seconds"], attempt["items"],
                                   attempt["succeeded"], attempt["failed"], attempt["status"],
-                                  redact(" ".join(str(attempt["error"]).split()))])
+                                  redact(" ".join(str(attempt["error"]).split())),
+                                  attempt.get("device", "")])
         if time.monotonic() - self.flushed >= FLUSH_SECONDS:
             self.flush()
 

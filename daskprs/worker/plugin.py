@@ -28,6 +28,7 @@ from daskprs.entry_script import (
     ENV_OUTPUT_DIR,
     ENV_WORKING_DIR,
 )
+from daskprs.gpus import CUDA_VISIBLE_DEVICES, NO_GPUS, GpuPlan
 from daskprs.storage import Location
 from daskprs.storage.secrets import RedactingFilter
 from daskprs.stragglers import OVERTAKEN, OVERTAKEN_ERROR, kill_group
@@ -51,14 +52,18 @@ class RunnerPlugin(WorkerPlugin):
         The job, as workers see it.
     threads_per_runner
         BLAS/OpenMP threads for the runner on clusters daskprs starts, else None.
+    gpus
+        Which GPUs the runner gets (``CUDA_VISIBLE_DEVICES``), by the worker's slot.
     """
 
     idempotent = True
 
-    def __init__(self, spec: JobSpec, threads_per_runner: int | None = None) -> None:
+    def __init__(self, spec: JobSpec, threads_per_runner: int | None = None,
+                 gpus: GpuPlan | None = None) -> None:
         self.spec = spec
         self.name = spec.plugin_name
         self.threads_per_runner = threads_per_runner
+        self.gpus = gpus or NO_GPUS
 
     async def setup(self, worker: Any) -> None:
         """Start the runner and its ``init()`` in a thread, off the worker's event loop.
@@ -79,6 +84,9 @@ class RunnerPlugin(WorkerPlugin):
         self.current_id: str | None = None
         self.starting_pid: int | None = None
         self.closed = False
+        # by the worker's name, not start order: a replacement runner gets the same GPUs
+        self.gpu_devices = self.gpus.runner_devices(worker.name, dict(os.environ))
+        self.device = ""  # the runner's CUDA_VISIBLE_DEVICES, recorded per attempt
         threading.Thread(target=remove_stale, name=f"{self.name}-clean", daemon=True).start()
         self.local_dir = make_owned_dir(f"daskprs-{self.spec.run_id}-")
         output = Location(self.spec.output_url, self.spec.output_storage_options)
@@ -273,7 +281,10 @@ class RunnerPlugin(WorkerPlugin):
         env = dict(os.environ)
         if self.threads_per_runner is not None:
             env.update({name: str(self.threads_per_runner) for name in _THREAD_VARIABLES})
+        if self.gpu_devices is not None:
+            env[CUDA_VISIBLE_DEVICES] = self.gpu_devices
         env.update({key: str(value) for key, value in self.spec.environment_variables.items()})
+        self.device = env.get(CUDA_VISIBLE_DEVICES, "")
         env.update({ENV_AGENT_NAME: self.agent, ENV_LOG_DIR: self.log_dir,
                     ENV_OUTPUT_DIR: self.files.output_dir, ENV_LOG_LEVEL: self.spec.logging_level,
                     ENV_WORKING_DIR: self.spec.source_directory or os.path.join(

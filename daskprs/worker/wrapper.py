@@ -242,7 +242,8 @@ def _announce(plugin: Any, mini_batch: MiniBatch, number: int, execution: str) -
         return
     worker.log_event(event_topic(plugin.spec.run_id), {
         "id": mini_batch.id, "attempt": number, "agent": plugin.agent,
-        "pid": plugin.runner_pid or "", "start_utc": _now(), "execution": execution})
+        "pid": plugin.runner_pid or "", "start_utc": _now(), "execution": execution,
+        "device": getattr(plugin, "device", "")})
 
 
 def _attempt(plugin: Any, mini_batch: MiniBatch, number: int, data: Any,
@@ -266,7 +267,8 @@ def _attempt(plugin: Any, mini_batch: MiniBatch, number: int, data: Any,
     seconds = outcome.seconds or time.perf_counter() - clock
     row = {"attempt": number, "worker": plugin.agent, "pid": outcome.pid or pid or "",
            "start_utc": started, "seconds": round(seconds, 4),
-           "items": items, "succeeded": 0, "failed": items, "error": outcome.error}
+           "items": items, "succeeded": 0, "failed": items, "error": outcome.error,
+           "device": getattr(plugin, "device", "")}
     if outcome.status == "ok":
         succeeded = result_length(outcome.value)
         row.update(status="succeeded", succeeded=succeeded, failed=items - succeeded)
