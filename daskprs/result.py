@@ -24,7 +24,8 @@ class JobResult:
     ``Canceled``), ``reused``, ``run_id``, ``fingerprint``, ``started``, ``finished``,
     ``seconds``, ``mini_batches``, ``items``, ``attempts``, ``thresholds``,
     ``first_errors``, ``columns``, ``output``, ``daskprs_version``, ``description``;
-    ``reason`` says why a job failed.
+    ``reason`` says why a job failed; ``runs``: the runs whose mini-batches the output
+    holds (``run_id``, ``script`` fingerprint, ``mini_batches``, ``retry_failed``).
     """
 
     status: str
@@ -44,6 +45,7 @@ class JobResult:
     daskprs_version: str = ""
     description: str | None = None
     reason: str = ""
+    runs: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def succeeded(self) -> bool:
@@ -199,6 +201,11 @@ class JobResult:
         lines.append(f"attempts: {tries.get('total', 0)} ({tries.get('failed', 0)} failed, "
                      f"{tries.get('timed_out', 0)} timed out, {tries.get('crashed', 0)} crashed,"
                      f" {tries.get('worker_lost', 0)} worker lost)")
+        if len(self.runs) > 1:
+            lines.append("runs: " + "; ".join(
+                f"{r['run_id']} (script {r['script']}"
+                f"{', --retry-failed' if r['retry_failed'] else ''}): "
+                f"{r['mini_batches']} mini-batches" for r in self.runs))
         lines.append(f"time: {self.seconds:.1f} s")
         lines.append(f"output: {self.output.get('url')}")
         for error in self.first_errors[:5]:

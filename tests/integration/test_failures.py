@@ -36,7 +36,7 @@ from daskprs.storage import Location
 
 ATTEMPT_HEADER = ["run_id", "mini_batch_id", "input", "first_item", "last_item", "attempt",
                   "worker", "pid", "start_utc", "seconds", "items", "succeeded", "failed",
-                  "status", "error"]
+                  "status", "error", "script"]
 NO_ATTEMPTS = {"total": 0, "failed": 0, "timed_out": 0, "crashed": 0, "worker_lost": 0}
 POLL_SECONDS = 0.02      # how often a waiting test looks at a file or a process
 DEADLINE_SECONDS = 120   # a condition not met by then is a failure, not a slow machine
@@ -251,7 +251,7 @@ def first_line(out: Path) -> str:
 
 def attempt_rows(out: Path) -> list[dict[str, str]]:
     """``logs/sys/mini_batches.csv`` as dicts, after checking the header and that every
-    row is whole (15 fields)."""
+    row is whole (16 fields)."""
     with open(out / "logs" / "sys" / "mini_batches.csv", encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f))
     assert rows and rows[0] == ATTEMPT_HEADER, rows[:1]
