@@ -165,7 +165,8 @@ def run_step(step: ParallelRunStep, client: Any = None, progress: bool = True,
         logger.warning("not reusing the completed job %s: %s; running it again",
                        previous.get("run_id") if previous else None, changed)
     if result is not None and not changed:
-        logger.info("reusing the completed job %s: same fingerprint", previous.get("run_id"))
+        logger.info("reusing the completed job %s: %s", previous.get("run_id"),
+                    "no mini-batch failed, nothing to retry" if retry else "same fingerprint")
         result.reused = True
         result.mini_batches["reused"] = result.mini_batches.get("total", 0)
         result.seconds = round(time.perf_counter() - clock, 3)

@@ -188,6 +188,23 @@ def test_retry_failed_refuses_an_output_without_a_job_and_allow_reuse_false(
         "ones, got False. Set allow_reuse: true, or run without --retry-failed.")
 
 
+def test_retry_failed_after_a_job_without_failures_reuses_it_even_with_a_new_script(
+        tmp_path, rows, write_script):
+    source = write_script(tmp_path, ROW_SCRIPT_FIXED)
+    out = tmp_path / "out"
+    step = make_step(source, [Dataset.Tabular.from_parquet_files(str(rows))], out,
+                     mini_batch_size="100 rows", compute_target="inline")
+    first = step.run(progress=False)
+    assert first.status == "Completed" and first.mini_batches["failed"] == 0
+    published = (out / "parallel_run_step.txt").read_bytes()
+
+    write_script(tmp_path, ROW_SCRIPT)  # would fail 3 mini-batches if anything ran
+    result = step.run(progress=False, retry_failed=True)
+
+    assert result.reused and result.status == "Completed" and result.run_id == first.run_id
+    assert (out / "parallel_run_step.txt").read_bytes() == published
+
+
 def test_cli_retry_failed_exit_codes(client, tmp_path, rows, write_script, cli_state):
     write_script(tmp_path, ROW_SCRIPT)
     config = tmp_path / "job.yaml"
