@@ -25,7 +25,7 @@ from daskprs.cli import main
 from daskprs.commit import StateStore
 from daskprs.storage import Location
 
-BAD_IDS = (7, 251, 498)  # in mini-batches 0, 25 and 49 of 50 (10 rows each)
+BAD_IDS = (7, 251, 498)  # in mini-batches 0, 10 and 19 of 20 (25 rows each)
 BAD_FILES = (3, 40, 57)  # of 60 files, 2 a mini-batch
 
 ROW_SCRIPT = f"""
@@ -100,7 +100,7 @@ def test_retry_failed_after_a_fix_reruns_only_the_failed_mini_batches_into_one_o
     source = write_script(tmp_path, ROW_SCRIPT)
     out = tmp_path / "out"
     step = make_step(source, [Dataset.Tabular.from_parquet_files(str(rows))], out,
-                     mini_batch_size="10 rows")
+                     mini_batch_size="25 rows")
     first = step.run(client=client, progress=False)
     assert first.status == "Completed" and first.mini_batches["failed"] == 3
 
@@ -109,18 +109,18 @@ def test_retry_failed_after_a_fix_reruns_only_the_failed_mini_batches_into_one_o
 
     assert result.status == "Completed"
     assert result.items == {"total": 500, "succeeded": 500, "failed": 0}
-    assert result.mini_batches == {"total": 50, "succeeded": 50, "failed": 0, "reused": 47}
+    assert result.mini_batches == {"total": 20, "succeeded": 20, "failed": 0, "reused": 17}
     ids = (out / "parallel_run_step.txt").read_text(encoding="utf-8").split()
     assert ids == [str(i) for i in range(500)]  # every row once, in order
     table = attempts(out)
     retried = table[table["run_id"] == result.run_id]
-    assert sorted(retried["mini_batch_id"]) == ["input0-0", "input0-25", "input0-49"]
+    assert sorted(retried["mini_batch_id"]) == ["input0-0", "input0-10", "input0-19"]
     assert set(retried["status"]) == {"succeeded"}
     scripts = table.groupby("run_id")["script"].agg(set).to_dict()
     assert scripts[first.run_id] != scripts[result.run_id] and len(scripts) == 2
     assert [(r["run_id"], r["script"], r["mini_batches"], r["retry_failed"])
             for r in result.runs] == [
-        (first.run_id, next(iter(scripts[first.run_id])), 47, False),
+        (first.run_id, next(iter(scripts[first.run_id])), 17, False),
         (result.run_id, next(iter(scripts[result.run_id])), 3, True)]
     saved = json.loads((out / "logs" / "job_result.json").read_text(encoding="utf-8"))
     assert saved["runs"] == result.runs
@@ -128,7 +128,7 @@ def test_retry_failed_after_a_fix_reruns_only_the_failed_mini_batches_into_one_o
     assert not list((out / "_daskprs" / "commits").iterdir())  # complete: bundles removed
 
     changed = make_step(source, [Dataset.Tabular.from_parquet_files(str(rows))], out,
-                        mini_batch_size="20 rows")
+                        mini_batch_size="50 rows")
     with pytest.raises(OutputError, match="--retry-failed: the plan changed since the "
                                           f"earlier job {result.run_id}"):
         changed.run(client=client, progress=False, retry_failed=True)
