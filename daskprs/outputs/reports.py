@@ -180,6 +180,8 @@ def where_to_look(result: JobResult) -> str:
                  "(tracebacks), logs/sys/mini_batches.csv (every attempt)")
     else:
         files = "logs/sys/mini_batches.csv (every attempt), logs/sys/client.txt (the driver's log)"
+    if result.items.get("failed"):
+        files += ", logs/failed_items.csv (every failed item; rerun them: --retry-failed)"
     return f"where to look: {files}"
 
 

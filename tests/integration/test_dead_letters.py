@@ -137,6 +137,8 @@ def test_failed_rows_are_written_with_their_mini_batch_attempts_and_error_and_re
     expected = pd.read_parquet(rows).iloc[bad_rows].reset_index(drop=True)
     pd.testing.assert_frame_equal(dead, expected)  # the rows themselves, input columns only
     assert not (out / "logs" / "failed_items.txt").exists()
+    assert ("logs/failed_items.csv (every failed item; rerun them: --retry-failed)"
+            in (out / "logs" / "job_result.txt").read_text(encoding="utf-8"))
 
     write_script(tmp_path, ROW_SCRIPT_FIXED)
     again = tmp_path / "again"
