@@ -18,6 +18,7 @@ ATTEMPT_COLUMNS = ("run_id", "mini_batch_id", "input", "first_item", "last_item"
                    "worker", "pid", "start_utc", "seconds", "items", "succeeded", "failed",
                    "status", "error", "script")
 FLUSH_SECONDS = 10.0
+APPENDED = ("sys/mini_batches.csv", "job_progress_overview.txt")  # every run appends
 
 README = """\
 This folder was written by daskprs (a Dask re-creation of Azure ML's ParallelRunStep).
@@ -56,6 +57,18 @@ class LogFolder:
             prefix="daskprs-logs-")
         os.makedirs(os.path.join(self.local, "sys"), exist_ok=True)
         self.synced = time.monotonic()
+        if not output.is_local:  # appended files go on from what earlier runs wrote
+            for name in APPENDED:
+                self._fetch(name)
+
+    def _fetch(self, name: str) -> None:
+        """Copy a file an earlier run uploaded to the local copy (object storage only)."""
+        try:
+            data = self.output.fs.cat_file(self.output.join("logs", name))
+        except FileNotFoundError:
+            return
+        with open(self.path(name), "wb") as handle:
+            handle.write(data)
 
     def path(self, *parts: str) -> str:
         """A local path below ``logs/``."""

@@ -63,7 +63,7 @@ def run(mini_batch, mini_batch_context):
 """
 
 
-def make_step(source: Path, inputs: list[Any], output: Path, allow_reuse: bool = True,
+def make_step(source: Path, inputs: list[Any], output: Path | str, allow_reuse: bool = True,
               **config: Any) -> ParallelRunStep:
     config.setdefault("run_max_try", 1)
     cfg = ParallelRunConfig(source_directory=str(source), entry_script="score.py", **config)
@@ -203,6 +203,32 @@ def test_retry_failed_after_a_job_without_failures_reuses_it_even_with_a_new_scr
 
     assert result.reused and result.status == "Completed" and result.run_id == first.run_id
     assert (out / "parallel_run_step.txt").read_bytes() == published
+
+
+def test_retry_failed_on_object_storage_keeps_both_runs_attempts_and_merges_parquet(
+        tmp_path, write_script):
+    import fsspec
+
+    source = write_script(tmp_path, ROW_SCRIPT)
+    frame = pd.DataFrame({"id": range(500)})
+    url = f"memory://retry-{tmp_path.name}/out"
+    step = make_step(source, [Dataset.Tabular.from_pandas_dataframe(frame)], url,
+                     mini_batch_size="50 rows", output_action="parquet",
+                     compute_target="inline")
+    first = step.run(progress=False)
+    fs = fsspec.filesystem("memory")
+    dead = pd.read_parquet(f"{url}/logs/failed_items.parquet")
+    assert dead["id"].tolist() == [i for b in BAD_IDS for i in range(b // 50 * 50,
+                                                                      b // 50 * 50 + 50)]
+
+    write_script(tmp_path, ROW_SCRIPT_FIXED)
+    result = step.run(progress=False, retry_failed=True)
+
+    assert result.read_output()["result"].tolist() == list(range(500))
+    with fs.open(f"{url}/logs/sys/mini_batches.csv") as handle:
+        table = pd.read_csv(handle, dtype=str, keep_default_na=False)
+    assert table.groupby("run_id").size().to_dict() == {first.run_id: 10, result.run_id: 3}
+    assert not fs.exists(f"{url}/logs/failed_items.parquet")
 
 
 def test_cli_retry_failed_exit_codes(client, tmp_path, rows, write_script, cli_state):
