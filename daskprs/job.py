@@ -261,7 +261,8 @@ def _execute(prepared: PreparedJob, logs: LogFolder, run_id: str, client: Any,
             open(logs.path("job_progress_overview.txt"), "a", encoding="utf-8") as overview:
         progress = make_progress(total, show_progress)
         sink = RecordSink(counter, assembler, table, progress, overview)
-        dead_letters = DeadLetters(plan)
+        dead_letters = DeadLetters(plan, prepared.output, config.output_action,
+                                   config.append_row_separator)
         sink.watchers.append(dead_letters)
         if prepared.history is not None:
             sink.watchers.append(prepared.history)
@@ -284,11 +285,11 @@ def _execute(prepared: PreparedJob, logs: LogFolder, run_id: str, client: Any,
         finally:
             progress.close()
             failed = counter.mini_batches["failed"]
+            _write_dead_letters(dead_letters, logs)  # reads bundles: before they go
             _finish(assembler, status, state, runs if failed else ())
             result = _job_result(prepared, run_id, started, clock, status, reason, counter,
                                  assembler)
             write_job_result(logs, result)
-            _write_dead_letters(dead_letters, logs)
             if status == COMPLETED:
                 published = assembler.published()
             state.write_job(prepared.fingerprint, status, run_id, runs, published,

@@ -10,9 +10,10 @@
                                input's columns only (a Parquet input as it is)
 
 The items of a failed mini-batch are its items. Items that ``run()`` dropped (a mini-batch
-that succeeded with fewer results than items) cannot be told apart from the others, so
-such a mini-batch is named by one ``dropped`` row (``items`` dropped, no ``item``) and
-its rows are not in the rerunnable files.
+that succeeded with fewer results than items) are listed (status ``dropped``) when its
+committed result identifies them (:mod:`daskprs.outputs.dropped`); otherwise the
+mini-batch is named by one ``dropped`` row (``items`` dropped, no ``item``) and its rows
+are not in the rerunnable files.
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ from typing import Any
 
 import pandas as pd
 
+from daskprs.commit import BundleReader
 from daskprs.inputs.formats import READ_ERROR, read_mini_batch
 from daskprs.inputs.plan import MiniBatch, Plan
+from daskprs.outputs.dropped import dropped_files, dropped_rows, read_result
 from daskprs.outputs.reports import LogFolder
+from daskprs.storage import Location
 
 logger = logging.getLogger(__name__)
 
@@ -36,23 +40,34 @@ FILES_NAME = "failed_items.txt"
 ROWS_NAME = "failed_items.parquet"
 COLUMNS = ("mini_batch_id", "input", "item", "position", "items", "attempts", "status",
            "last_error")
-MAX_ROWS = 1_000_000  # failed rows read back on the client at most; beyond, positions only
+MAX_ROWS = 1_000_000  # rows read back on the client at most; beyond, positions only
 _READABLE = ("parquet", "delimited", "pandas", "keyed")
 
 
 class DeadLetters:
     """Collect the final record of every mini-batch that failed or dropped items; write
-    the dead-letter files when the job ends.
+    the dead-letter files when the job ends (before its bundles are removed).
 
     Parameters
     ----------
     plan
         The job's plan (the failed mini-batches' items are taken from it).
+    output
+        The output folder, whose bundles hold the results of mini-batches that dropped
+        items (None: dropped items are not identified).
+    action, separator
+        ``output_action`` and ``append_row_separator``: how those results were written.
     """
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, output: Location | None = None,
+                 action: str = "summary_only", separator: str = " ") -> None:
         self.plan = plan
+        self.output = output
+        self.action = action
+        self.separator = separator
         self.records: dict[int, dict[str, Any]] = {}
+        self.frames: dict[int, pd.DataFrame | None] = {}
+        self.read = 0
 
     def watch(self, record: dict[str, Any]) -> None:
         """Take a mini-batch's final record (the last one of a mini-batch wins)."""
@@ -66,71 +81,86 @@ class DeadLetters:
 
     def reject(self, record: dict[str, Any]) -> None:
         """Take a succeeded mini-batch whose result could not be used (it failed after all)."""
-        self.watch({**record, "status": "failed", "succeeded": 0, "failed": record["items"]})
-
-    @property
-    def failed_items(self) -> int:
-        """Items of failed mini-batches plus items ``run()`` dropped."""
-        return sum(r["failed"] for r in self.records.values())
+        self.watch({**record, "status": "failed", "succeeded": 0, "failed": record["items"],
+                    "payload": None})
 
     def write(self, logs: LogFolder) -> None:
         """Write the files (or remove those an earlier run left when nothing failed)."""
-        names = (CSV_NAME, FILES_NAME, ROWS_NAME)
         if not self.records:
-            for name in names:
+            for name in (CSV_NAME, FILES_NAME, ROWS_NAME):
                 logs.remove(name)
             return
-        ordered = [self.records[i] for i in sorted(self.records)]
-        rows = [row for record in ordered for row in self._rows(record)]
+        bundles = BundleReader(self.output.fs) if self.output is not None else None
+        rows: list[list[Any]] = []
+        rerun: list[tuple[MiniBatch, list[int]]] = []
+        for index in sorted(self.records):
+            record = self.records[index]
+            mini_batch = self.plan.mini_batches[index]
+            positions = (list(range(record["items"])) if record["status"] == "failed"
+                         else self._identify(record, mini_batch, bundles))
+            rows.extend(_csv_rows(record, mini_batch, positions))
+            if positions is not None:
+                rerun.append((mini_batch, positions))
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow(COLUMNS)
         writer.writerows(rows)
         logs.write_text(CSV_NAME, text.getvalue())
-        failed = [r for r in ordered if r["status"] == "failed"]
         if self.plan.kind == "file":
             logs.remove(ROWS_NAME)
-            paths = [p for r in failed for p in self._mini_batch(r).paths]
+            paths = [mb.paths[p] for mb, positions in rerun for p in positions]
             logs.write_text(FILES_NAME, "".join(f"{p}\n" for p in paths))
         else:
             logs.remove(FILES_NAME)
-            self._write_rows(logs, failed)
+            self._write_rows(logs, rerun)
 
-    def _mini_batch(self, record: dict[str, Any]) -> MiniBatch:
-        return self.plan.mini_batches[record["index"]]
+    def _identify(self, record: dict[str, Any], mini_batch: MiniBatch,
+                  bundles: BundleReader | None) -> list[int] | None:
+        """Positions of the items ``run()`` dropped, when its result identifies them."""
+        if bundles is None:
+            return None
+        try:
+            result = read_result(bundles, record, self.action, self.separator)
+            if result is None:
+                return None
+            if self.plan.kind == "file":
+                return dropped_files(result, list(mini_batch.paths), record["failed"])
+            frame = self._frame(mini_batch)
+            return None if frame is None else dropped_rows(result, frame, record["failed"])
+        except Exception as exc:  # a result that cannot be matched: name the mini-batch
+            logger.warning("cannot tell which items %s dropped: %s: %s", mini_batch.id,
+                           type(exc).__name__, exc)
+            return None
 
-    def _rows(self, record: dict[str, Any]) -> Iterator[list[Any]]:
-        attempts = len(record.get("attempts") or [])
-        error = " ".join(str(record.get("error") or "").split())
-        head = [record["id"], record["input"]]
-        if record["status"] == "dropped":
-            yield [*head, "", "", record["failed"], attempts, "dropped", error]
-            return
-        mini_batch = self._mini_batch(record)
-        for item, position in _items(mini_batch, record["items"]):
-            yield [*head, item, position, 1, attempts, "failed", error]
-
-    def _write_rows(self, logs: LogFolder, failed: list[dict[str, Any]]) -> None:
-        count = sum(r["items"] for r in failed)
-        batches = [self._mini_batch(r) for r in failed]
-        unreadable = [mb.id for mb in batches
-                      if getattr(mb.source, "format", None) not in _READABLE]
-        if count > MAX_ROWS or unreadable:
-            logs.remove(ROWS_NAME)
-            why = (f"{count} failed rows are more than {MAX_ROWS}" if count > MAX_ROWS else
-                   f"the rows of a Dask DataFrame input are not read back ({unreadable[0]})")
-            logger.warning("not writing logs/%s: %s; logs/%s lists their positions", ROWS_NAME,
-                           why, CSV_NAME)
-            return
-        frames = []
-        for mini_batch in batches:
+    def _frame(self, mini_batch: MiniBatch) -> pd.DataFrame | None:
+        """A tabular mini-batch's rows, read once; None when they cannot be read here."""
+        if mini_batch.index in self.frames:
+            return self.frames[mini_batch.index]
+        frame = None
+        if getattr(mini_batch.source, "format", None) in _READABLE and self.read < MAX_ROWS:
             frame = read_mini_batch(mini_batch)
-            if READ_ERROR in frame.attrs:  # the input itself cannot be read: positions only
+            if READ_ERROR in frame.attrs:
                 logger.warning("logs/%s: the rows of %s cannot be read (%s)", ROWS_NAME,
                                mini_batch.id, frame.attrs[READ_ERROR])
-                continue
-            frame.attrs = {}
-            frames.append(frame)
+                frame = None
+            else:
+                frame.attrs = {}
+                self.read += len(frame)
+        self.frames[mini_batch.index] = frame
+        return frame
+
+    def _write_rows(self, logs: LogFolder, rerun: list[tuple[MiniBatch, list[int]]]) -> None:
+        frames = []
+        for mini_batch, positions in rerun:
+            frame = self._frame(mini_batch)
+            if frame is None:
+                logs.remove(ROWS_NAME)
+                logger.warning("not writing logs/%s: the rows of %s are not read back here "
+                               "(a Dask DataFrame input, an unreadable file, or more than %d "
+                               "rows); logs/%s lists their positions", ROWS_NAME,
+                               mini_batch.id, MAX_ROWS, CSV_NAME)
+                return
+            frames.append(frame.iloc[positions])
         if not frames:
             logs.remove(ROWS_NAME)
             return
@@ -139,22 +169,29 @@ class DeadLetters:
         logs.write_bytes(ROWS_NAME, buffer.getvalue())
 
 
-def _items(mini_batch: MiniBatch, count: int) -> Iterator[tuple[str, Any]]:
-    """``(item, position)`` of each item: a file's path and its place in the input's
-    sorted listing; a row's ``<file>#<row>`` and its row number (from 0 in the file or
-    DataFrame), or ``<mini-batch id>[k]`` where rows have no known place (partition keys)."""
-    if mini_batch.paths:
-        first = mini_batch.first_row or 0
-        for offset, path in enumerate(mini_batch.paths):
-            yield path, first + offset
+def _csv_rows(record: dict[str, Any], mini_batch: MiniBatch, positions: list[int] | None
+              ) -> Iterator[list[Any]]:
+    attempts = len(record.get("attempts") or [])
+    error = " ".join(str(record.get("error") or "").split())
+    status = record["status"]
+    head = [record["id"], record["input"]]
+    if positions is None:  # dropped items that cannot be identified: the mini-batch
+        yield [*head, "", "", record["failed"], attempts, status, error]
         return
-    where = mini_batch.path or mini_batch.input_name
-    for offset in range(count):
-        if mini_batch.first_row is None:
-            yield f"{mini_batch.id}[{offset}]", ""
-        else:
-            row = mini_batch.first_row + offset
-            yield f"{where}#{row}", row
+    for offset in positions:
+        yield [*head, *_item(mini_batch, offset), 1, attempts, status, error]
+
+
+def _item(mini_batch: MiniBatch, offset: int) -> tuple[str, Any]:
+    """``(item, position)`` of an item: a file's path and its place in the input's sorted
+    listing; a row's ``<file>#<row>`` and its row number (from 0 in the file or
+    DataFrame), or ``<mini-batch id>[k]`` where rows have no known place (partition keys)."""
+    first = mini_batch.first_row
+    if mini_batch.paths:
+        return mini_batch.paths[offset], (first or 0) + offset
+    if first is None:
+        return f"{mini_batch.id}[{offset}]", ""
+    return f"{mini_batch.path or mini_batch.input_name}#{first + offset}", first + offset
 
 
 __all__ = ["COLUMNS", "CSV_NAME", "FILES_NAME", "ROWS_NAME", "DeadLetters"]

@@ -55,10 +55,16 @@ import os
 def run(mini_batch, mini_batch_context):
     return [os.path.basename(path) for path in mini_batch]
 """
+# mini-batch 2 drops its last row and returns ids (identifiable); mini-batch 3 drops one
+# and returns -1s (not identifiable)
 DROP_SCRIPT = """
 def run(mini_batch, mini_batch_context):
     ids = mini_batch["id"].tolist()
-    return ids[:-1] if mini_batch_context.mini_batch_id.endswith("-2") else ids
+    if mini_batch_context.mini_batch_id.endswith("-2"):
+        return ids[:-1]
+    if mini_batch_context.mini_batch_id.endswith("-3"):
+        return [-1] * (len(ids) - 1)
+    return ids
 """
 CSV_HEADER = ["mini_batch_id", "input", "item", "position", "items", "attempts", "status",
               "last_error"]
@@ -187,21 +193,27 @@ def test_failed_files_are_listed_and_the_list_reruns_exactly_them_from_the_cli(
     assert output_lines(tmp_path / "again") == [f"item-{n:03d}.txt" for n in BAD_FILES]
 
 
-def test_a_mini_batch_whose_run_dropped_items_is_named_with_the_count_not_its_rows(
-        client, tmp_path, write_script):
+@pytest.mark.parametrize("action", ["append_row", "parquet"])
+def test_dropped_items_are_listed_when_the_results_identify_them_else_their_mini_batch(
+        client, tmp_path, write_script, action):
     source = write_script(tmp_path, DROP_SCRIPT)
-    frame = pd.DataFrame({"id": range(20)})
+    frame = pd.DataFrame({"id": range(20), "x": [f"row {i}" for i in range(20)]})
     out = tmp_path / "out"
 
     result = make_step(source, [Dataset.Tabular.from_pandas_dataframe(frame)], out,
-                       mini_batch_size="5 rows").run(client=client, progress=False)
+                       mini_batch_size="5 rows", output_action=action).run(
+        client=client, progress=False)
 
-    assert result.items == {"total": 20, "succeeded": 19, "failed": 1}
+    assert result.status == "Completed"
+    assert result.items == {"total": 20, "succeeded": 18, "failed": 2}
     table = failed_items(out)
-    assert table.to_dict("records") == [{
-        "mini_batch_id": "input0-2", "input": "input0", "item": "", "position": "",
-        "items": 1, "attempts": 1, "status": "dropped", "last_error": ""}]
-    assert not (out / "logs" / "failed_items.parquet").exists()  # which row is unknown
+    assert table.to_dict("records") == [
+        {"mini_batch_id": "input0-2", "input": "input0", "item": "input0#14", "position": "14",
+         "items": 1, "attempts": 1, "status": "dropped", "last_error": ""},
+        {"mini_batch_id": "input0-3", "input": "input0", "item": "", "position": "",
+         "items": 1, "attempts": 1, "status": "dropped", "last_error": ""}]
+    dead = pd.read_parquet(out / "logs" / "failed_items.parquet")
+    assert dead.to_dict("records") == [{"id": 14, "x": "row 14"}]  # only the identified row
 
 
 def test_an_empty_file_list_is_refused_naming_the_path(tmp_path):
