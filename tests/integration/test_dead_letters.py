@@ -224,3 +224,20 @@ def test_an_empty_file_list_is_refused_naming_the_path(tmp_path):
         Dataset.File.from_file_list(str(listing))
 
     assert str(listing) in str(error.value)
+
+
+def test_a_yaml_file_list_that_cannot_be_read_is_a_config_error_naming_the_key(
+        tmp_path, cli_state):
+    config = tmp_path / "rerun.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "rerun-failed", "output": "again",
+        "inputs": [{"type": "file", "format": "list", "path": "out/logs/failed_items.txt"}],
+        "parallel_run_config": {"entry_script": "score.py"}}), encoding="utf-8")
+
+    done = CliRunner().invoke(main, ["validate", str(config)])
+
+    assert done.exit_code == 2
+    listing = tmp_path / "out" / "logs" / "failed_items.txt"
+    assert (f"  - inputs[0].path ({config}: inputs[0].path): cannot be read (FileNotFoundError: "
+            f"[Errno 2] No such file or directory: '{listing}'), got '{listing}'. Give a text "
+            f"file of paths, one a line, e.g. out/logs/failed_items.txt.") in done.output
