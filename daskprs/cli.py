@@ -75,15 +75,18 @@ def main() -> None:
               "compute_target.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
 @_with_azure_options
+@click.option("--retry-failed", is_flag=True, help="Rerun only the mini-batches the output's "
+              "last job failed (or never ran), even if the entry script changed; merge them "
+              "into the same output.")
 def run(config: str, overrides: tuple[str, ...], scheduler: str | None, progress: bool,
-        data_table: str | None = None, job: str | None = None) -> None:
+        retry_failed: bool, data_table: str | None = None, job: str | None = None) -> None:
     """Run the step described by CONFIG (a YAML file; Azure v2 parallel job YAML too)."""
     _log_to_stderr()
     _quiet_distributed()
     _cancel_on_signals()
     try:
         step, scheduler = _load(config, overrides, scheduler, data_table, job)
-        result = step.run(client=scheduler, progress=progress)
+        result = step.run(client=scheduler, progress=progress, retry_failed=retry_failed)
     except KeyboardInterrupt:
         click.echo("Canceled: interrupted; committed mini-batches are kept.", err=True)
         sys.exit(EXIT_INTERRUPTED)

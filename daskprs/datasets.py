@@ -129,6 +129,43 @@ class _File:
         return FileDataset(paths=_paths(path), partition_format=partition_format,
                            storage_options=dict(storage_options or {}))
 
+    @staticmethod
+    def from_file_list(path: str, storage_options: dict[str, Any] | None = None
+                       ) -> FileDataset:
+        """The files a text file lists, one path a line (e.g. ``logs/failed_items.txt``);
+        ``storage_options`` serve the list and the files."""
+        options = dict(storage_options or {})
+        return FileDataset(paths=read_file_list(path, options), storage_options=options)
+
+
+def read_file_list(path: str, storage_options: dict[str, Any] | None = None
+                   ) -> tuple[str, ...]:
+    """The paths a text file lists, one a line (blank lines and ``#`` lines skipped);
+    relative local paths are taken from the list's folder.
+
+    Raises
+    ------
+    ConfigError
+        When the list cannot be read or names no file.
+    """
+    import fsspec
+
+    try:
+        with fsspec.open(path, "rt", encoding="utf-8", **(storage_options or {})) as handle:
+            lines = [line.strip() for line in handle]
+    except (OSError, ValueError) as exc:
+        raise ConfigError([Problem("from_file_list", "keyword argument",
+                                   f"cannot be read ({type(exc).__name__}: {exc})", path,
+                                   "Give a text file of paths, one a line, e.g. "
+                                   "out/logs/failed_items.txt")]) from exc
+    paths = [line for line in lines if line and not line.startswith("#")]
+    if not paths:
+        raise ConfigError([Problem("from_file_list", "keyword argument", "lists no file", path,
+                                   "Give a text file of paths, one a line")])
+    folder = os.path.dirname(os.path.abspath(path)) if "://" not in path else None
+    return tuple(os.path.join(folder, p) if folder and "://" not in p and not os.path.isabs(p)
+                 else p for p in paths)
+
 
 class Dataset:
     """Entry point to the dataset factories: ``Dataset.Tabular`` and ``Dataset.File``."""

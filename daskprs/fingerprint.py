@@ -32,6 +32,19 @@ def job_fingerprint(config: ParallelRunConfig, arguments: list[str],
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def script_fingerprint(config: ParallelRunConfig, arguments: list[str],
+                       output_path: str) -> str:
+    """A sha256 over what a fix of the entry script changes: the source folder, the
+    script, ``arguments``, ``environment`` and ``environment_variables`` (recorded per run
+    in ``mini_batches.csv`` and the job result)."""
+    parts = {"source": _source_listing(config.source_directory, output_path),
+             "script": _script_source(config), "arguments": list(arguments),
+             "environment": config.environment,
+             "environment_variables": config.environment_variables}
+    text = json.dumps(parts, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _source_listing(folder: str | None, output_path: str) -> list[tuple[str, int, int]]:
     if not folder:
         return []

@@ -26,7 +26,7 @@ from daskprs.commit import StateStore
 from daskprs.datasets import FileDataset, TabularDataset
 from daskprs.errors import InputError, OutputError
 from daskprs.failures import FailureCounter
-from daskprs.fingerprint import job_fingerprint
+from daskprs.fingerprint import job_fingerprint, script_fingerprint
 from daskprs.gpus import GpuPlan, plan_for_this_machine
 from daskprs.inputs.files import plan_files
 from daskprs.inputs.listing import listing_digest
@@ -41,11 +41,13 @@ from daskprs.outputs.assemble import (
     make_assembler,
     remove_unpublished_parts,
 )
+from daskprs.outputs.dead_letters import DeadLetters
 from daskprs.outputs.guard import OutputLock, check_output_is_ours
 from daskprs.outputs.reports import AttemptTable, LogFolder, write_job_result, write_readme
 from daskprs.progress import make_progress
 from daskprs.requirements import check_requirements
 from daskprs.result import CANCELED, COMPLETED, FAILED, JobResult
+from daskprs.retry_failed import RunHistory, check_allowed, check_retry, plan_fingerprint
 from daskprs.sink import RecordSink
 from daskprs.storage import Location, probe_bucket
 from daskprs.storage.errors import input_errors, translate_storage_errors
@@ -78,6 +80,9 @@ class PreparedJob:
     inputs: list[Any]
     remote_side_inputs: tuple[tuple[str, dict[str, Any]], ...] = ()
     models: tuple[tuple[str, str, dict[str, Any]], ...] = ()
+    plan_digest: str = ""
+    script: str = ""
+    history: RunHistory | None = None
 
 
 def prepare(step: ParallelRunStep) -> PreparedJob:
@@ -121,7 +126,10 @@ def prepare(step: ParallelRunStep) -> PreparedJob:
                                      else [])])
     remote_sides = tuple((Location(d.paths[0]).url, d.storage_options) for d in side_inputs
                          if len(d.paths) == 1 and is_remote(d.paths[0], d.storage_options))
-    return PreparedJob(step, plan, output, fingerprint, arguments, inputs, remote_sides, models)
+    return PreparedJob(step, plan, output, fingerprint, arguments, inputs, remote_sides, models,
+                       plan_digest=plan_fingerprint(step, plan),
+                       script=script_fingerprint(step.parallel_run_config, arguments,
+                                                 output.url))
 
 
 def _argument_text(argument: Any) -> str:
@@ -142,14 +150,20 @@ def _warn_small_batches(step: ParallelRunStep, plan: Plan) -> None:
                        step.parallel_run_config.mini_batch_size)
 
 
-def run_step(step: ParallelRunStep, client: Any = None, progress: bool = True) -> JobResult:
+def run_step(step: ParallelRunStep, client: Any = None, progress: bool = True,
+             retry_failed: bool = False) -> JobResult:
     """Run a step end to end; see :meth:`ParallelRunStep.run`."""
     clock = time.perf_counter()
+    if retry_failed:
+        check_allowed(step.allow_reuse)
     prepared = prepare(step)
     state = StateStore(prepared.output)
     previous = state.read_job()
     same = previous is not None and previous.get("fingerprint") == prepared.fingerprint
     reusable = step.allow_reuse and same and previous and previous.get("status") == COMPLETED
+    retry = check_retry(previous, prepared.plan_digest, state) if retry_failed else None
+    if retry is not None:
+        reusable = retry.nothing_failed
     result, changed = None, ""
     if reusable:
         try:
@@ -161,7 +175,8 @@ def run_step(step: ParallelRunStep, client: Any = None, progress: bool = True) -
         logger.warning("not reusing the completed job %s: %s; running it again",
                        previous.get("run_id") if previous else None, changed)
     if result is not None and not changed:
-        logger.info("reusing the completed job %s: same fingerprint", previous.get("run_id"))
+        logger.info("reusing the completed job %s: %s", previous.get("run_id"),
+                    "no mini-batch failed, nothing to retry" if retry else "same fingerprint")
         result.reused = True
         result.mini_batches["reused"] = result.mini_batches.get("total", 0)
         result.seconds = round(time.perf_counter() - clock, 3)
@@ -171,8 +186,10 @@ def run_step(step: ParallelRunStep, client: Any = None, progress: bool = True) -
     with translate_storage_errors(prepared.output.url):
         lock.acquire()
     try:
-        resume = bool(step.allow_reuse and same)
+        resume = bool(step.allow_reuse and same) or retry is not None
         earlier = list(previous.get("runs") or [previous.get("run_id")]) if resume else []
+        prepared.history = _history(previous if resume else None, earlier, run_id,
+                                    prepared.script, retry is not None)
         stale = (previous.get("run_id"),) if previous and previous.get("status") == "Running" \
             else ()
         published = previous.get("published") if previous else None
@@ -180,7 +197,8 @@ def run_step(step: ParallelRunStep, client: Any = None, progress: bool = True) -
         if stale:
             remove_unpublished_parts(prepared.output, published)
         state.write_readme(commit_protocol.__doc__ or "")
-        state.write_job(prepared.fingerprint, "Running", run_id, [*earlier, run_id], published)
+        state.write_job(prepared.fingerprint, "Running", run_id, [*earlier, run_id], published,
+                        _job_extra(prepared))
         with _client_log(prepared.output) as logs:
             result = _execute(prepared, logs, run_id, client, progress, earlier, state,
                               tuple(r for r in stale if r), published)
@@ -188,6 +206,26 @@ def run_step(step: ParallelRunStep, client: Any = None, progress: bool = True) -
         lock.release()
     logger.info("%s: %s", step.name, result.status)
     return result
+
+
+def _history(previous: dict[str, Any] | None, earlier: list[str], run_id: str, script: str,
+             retried: bool) -> RunHistory:
+    """The runs of the resume chain, with the script fingerprint of each."""
+    scripts = {r: s for r, s in ((previous or {}).get("scripts") or {}).items() if r in earlier}
+    again = [r for r in (previous or {}).get("retried") or [] if r in earlier]
+    return RunHistory([*earlier, run_id], {**scripts, run_id: script},
+                      [*again, run_id] if retried else again)
+
+
+def _job_extra(prepared: PreparedJob, failed: int | None = None) -> dict[str, Any]:
+    """What ``fingerprint.json`` records for ``--retry-failed``."""
+    history = prepared.history
+    extra: dict[str, Any] = {"plan": prepared.plan_digest,
+                             "scripts": history.scripts if history else {},
+                             "retried": history.retried if history else []}
+    if failed is not None:
+        extra["failed"] = failed
+    return extra
 
 
 @contextlib.contextmanager
@@ -230,10 +268,15 @@ def _execute(prepared: PreparedJob, logs: LogFolder, run_id: str, client: Any,
         write_job_result(logs, _job_result(prepared, run_id, started, clock, CANCELED,
                                            UNFINISHED, counter, assembler))
 
-    with last_words(canceled_at_once), AttemptTable(logs, run_id) as table, \
+    with last_words(canceled_at_once), AttemptTable(logs, run_id, prepared.script) as table, \
             open(logs.path("job_progress_overview.txt"), "a", encoding="utf-8") as overview:
         progress = make_progress(total, show_progress)
         sink = RecordSink(counter, assembler, table, progress, overview)
+        dead_letters = DeadLetters(plan, prepared.output, config.output_action,
+                                   config.append_row_separator)
+        sink.watchers.append(dead_letters)
+        if prepared.history is not None:
+            sink.watchers.append(prepared.history)
         failure: Exception | None = None
         try:
             committed = _committed_records(state, plan, earlier)
@@ -252,13 +295,16 @@ def _execute(prepared: PreparedJob, logs: LogFolder, run_id: str, client: Any,
             raise
         finally:
             progress.close()
-            _finish(assembler, status, state)
+            failed = counter.mini_batches["failed"]
+            _write_dead_letters(dead_letters, logs)  # reads bundles: before they go
+            _finish(assembler, status, state, runs if failed else ())
             result = _job_result(prepared, run_id, started, clock, status, reason, counter,
                                  assembler)
             write_job_result(logs, result)
             if status == COMPLETED:
                 published = assembler.published()
-            state.write_job(prepared.fingerprint, status, run_id, runs, published)
+            state.write_job(prepared.fingerprint, status, run_id, runs, published,
+                            _job_extra(prepared, failed))
             if status == COMPLETED:
                 assembler.prune()  # the job result names the new output now
             if failure is not None:
@@ -294,8 +340,18 @@ def _nothing_succeeded(counter: FailureCounter) -> str:
     return ""
 
 
-def _finish(assembler: OrderedAssembler, status: str, state: StateStore) -> None:
-    """Publish the output of a completed job and remove its staging; else discard."""
+def _write_dead_letters(dead_letters: DeadLetters, logs: LogFolder) -> None:
+    try:
+        dead_letters.write(logs)
+    except Exception:  # never hide the job's own outcome
+        logger.exception("writing logs/failed_items.* failed")
+
+
+def _finish(assembler: OrderedAssembler, status: str, state: StateStore,
+            keep_runs: tuple[str, ...] | list[str] = ()) -> None:
+    """Publish the output of a completed job and remove its staging (the bundles of
+    ``keep_runs`` stay: a job with failed mini-batches keeps them for ``--retry-failed``);
+    else discard."""
     if status != COMPLETED:
         try:
             assembler.discard()
@@ -303,7 +359,7 @@ def _finish(assembler: OrderedAssembler, status: str, state: StateStore) -> None
             logger.exception("discarding the partial output failed")
         return
     assembler.commit()
-    state.clear()
+    state.clear(keep_runs=keep_runs)
 
 
 def _run(prepared: PreparedJob, run_id: str, todo: Iterator[Any], count: int, client: Any,
@@ -397,6 +453,7 @@ def _job_result(prepared: PreparedJob, run_id: str, started: datetime, clock: fl
         columns=columns, output=output, daskprs_version=__version__,
         description=config.description, reason=reason,
         stragglers=dict(counter.stragglers) if counter.stragglers["backups"] else {},
-        devices=dict(counter.devices))
+        devices=dict(counter.devices),
+        runs=prepared.history.summary() if prepared.history is not None else [])
     result._storage_options = prepared.output.storage_options
     return result

@@ -26,7 +26,9 @@ class JobResult:
     ``first_errors``, ``columns``, ``output``, ``daskprs_version``, ``description``;
     ``reason`` says why a job failed; ``stragglers`` counts backup attempts
     (``backups``, ``backups_won``) when ``straggler_factor`` is set;
-    ``devices`` maps each worker whose runner had GPUs to its ``CUDA_VISIBLE_DEVICES``.
+    ``devices`` maps each worker whose runner had GPUs to its ``CUDA_VISIBLE_DEVICES``;
+    ``runs``: the runs whose mini-batches the output
+    holds (``run_id``, ``script`` fingerprint, ``mini_batches``, ``retry_failed``).
     """
 
     status: str
@@ -48,6 +50,7 @@ class JobResult:
     reason: str = ""
     stragglers: dict[str, int] = field(default_factory=dict)
     devices: dict[str, str] = field(default_factory=dict)
+    runs: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def succeeded(self) -> bool:
@@ -208,6 +211,11 @@ class JobResult:
         if self.stragglers.get("backups"):
             lines.append(f"stragglers: {self.stragglers['backups']} backup attempts started, "
                          f"{self.stragglers.get('backups_won', 0)} committed first")
+        if len(self.runs) > 1:
+            lines.append("runs: " + "; ".join(
+                f"{r['run_id']} (script {r['script']}"
+                f"{', --retry-failed' if r['retry_failed'] else ''}): "
+                f"{r['mini_batches']} mini-batches" for r in self.runs))
         lines.append(f"time: {self.seconds:.1f} s")
         if self.devices:
             lines.append("GPUs: " + ", ".join(f"{worker} {device}" for worker, device

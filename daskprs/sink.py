@@ -36,11 +36,14 @@ class RecordSink:
         self.overview = overview
         self.done = 0
         self.seen: set[str] = set()
+        self.watchers: list[Any] = []  # each has watch(record) and reject(record)
 
     def add_earlier(self, record: dict[str, Any]) -> None:
         """Take a record committed by an earlier run of the same job."""
         self.seen.add(record["id"])
         self.counter.add(record, earlier_run=True)
+        for watcher in self.watchers:
+            watcher.watch(record)
         self.assembler.add(record)
         self.progress.update(record)
         self.done += 1
@@ -53,9 +56,13 @@ class RecordSink:
         self.seen.add(record["id"])
         self.table.add(record)
         self.counter.add(record, earlier_run=bool(record.get("reused")))
+        for watcher in self.watchers:
+            watcher.watch(record)
         self.assembler.add(record)
         for rejected in self.assembler.take_rejected():
             self.counter.reject(rejected)
+            for watcher in self.watchers:
+                watcher.reject(rejected)
         self.progress.update(record)
         self.done += 1
         self.overview.write(progress_line(self.done, self.counter.planned,

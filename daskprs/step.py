@@ -94,7 +94,8 @@ class ParallelRunStep:
         """``"tabular"`` or ``"file"``."""
         return self.inputs[0].kind
 
-    def run(self, client: Any = None, progress: bool = True) -> JobResult:
+    def run(self, client: Any = None, progress: bool = True,
+            retry_failed: bool = False) -> JobResult:
         """Run the step and return its :class:`~daskprs.result.JobResult`.
 
         Parameters
@@ -104,12 +105,20 @@ class ParallelRunStep:
             ``tcp://host:port``), or None (see the README's "Where it runs").
         progress
             Show a progress bar (tqdm) on stderr or as a notebook widget.
+        retry_failed
+            Rerun only the mini-batches the output's last job did not commit as succeeded
+            (it failed, or completed with failures), even if the entry script changed;
+            their results are merged into the same ordered output.
 
         Raises
         ------
         ConfigError
             When ``client`` is a string that is not an address, or the call would start
-            a LocalCluster from module-level code outside the main guard.
+            a LocalCluster from module-level code outside the main guard, or
+            ``retry_failed`` is given with ``allow_reuse=False``.
+        OutputError
+            With ``retry_failed``: when the output holds no earlier job, or its inputs or
+            their partitioning changed since.
         """
         refuse_worker_import()
         client = _client_address(client)
@@ -119,7 +128,7 @@ class ParallelRunStep:
         target = client if client is not None else self.parallel_run_config.compute_target
         if starts_local_cluster(target):
             refuse_unguarded_call()
-        return run_step(self, client=client, progress=progress)
+        return run_step(self, client=client, progress=progress, retry_failed=retry_failed)
 
     def validate(self) -> PlanSummary:
         """Run every check that needs no cluster, as ``daskprs validate`` does.

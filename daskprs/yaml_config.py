@@ -218,8 +218,19 @@ def _dataset(checker: Checker, entry: dict[str, Any], where: str, folder: str,
     options = entry.get("storage_options") or {}
     kind = entry.get("type", "tabular")
     try:
-        if kind == "file":
-            dataset: DatasetBase = Dataset.File.from_files(
+        if kind == "file" and entry.get("format") == "list":  # a text file of paths
+            if not isinstance(path, str):
+                checker.add(f"{where}.path", "must be one text file with format: list", path,
+                            "Give path: out/logs/failed_items.txt")
+                return None
+            try:
+                dataset: DatasetBase = Dataset.File.from_file_list(path, options)
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    checker.add(f"{where}.path", problem.message, problem.value, problem.fix)
+                return None
+        elif kind == "file":
+            dataset = Dataset.File.from_files(
                 path, partition_format=entry.get("partition_format"), storage_options=options)
             if entry.get("mode", "download") == "uri":
                 dataset = dataset.as_uri()  # type: ignore[attr-defined]

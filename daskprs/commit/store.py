@@ -50,11 +50,13 @@ class StateStore:
         return json.loads(data) if data else None
 
     def write_job(self, fingerprint: str, status: str, run_id: str, runs: list[str],
-                  published: dict[str, Any] | None = None) -> None:
+                  published: dict[str, Any] | None = None,
+                  extra: dict[str, Any] | None = None) -> None:
         """Record the job's fingerprint, status, the runs whose bundles it trusts and what
-        the last completed job published."""
+        the last completed job published; ``extra``: more keys (``--retry-failed``'s plan
+        fingerprint, script fingerprints by run, failed mini-batches)."""
         write_atomic(self.fs, self.path("fingerprint.json"), json.dumps(
-            {"fingerprint": fingerprint, "status": status, "run_id": run_id,
+            {**(extra or {}), "fingerprint": fingerprint, "status": status, "run_id": run_id,
              "runs": runs, "published": published}).encode())
 
     def write_readme(self, text: str) -> None:

@@ -16,8 +16,9 @@ from daskprs.storage.secrets import redact
 
 ATTEMPT_COLUMNS = ("run_id", "mini_batch_id", "input", "first_item", "last_item", "attempt",
                    "worker", "pid", "start_utc", "seconds", "items", "succeeded", "failed",
-                   "status", "error", "device")
+                   "status", "error", "device", "script")
 FLUSH_SECONDS = 10.0
+APPENDED = ("sys/mini_batches.csv", "job_progress_overview.txt")  # every run appends
 
 README = """\
 This folder was written by daskprs (a Dask re-creation of Azure ML's ParallelRunStep).
@@ -28,6 +29,8 @@ This folder was written by daskprs (a Dask re-creation of Azure ML's ParallelRun
   logs/job_error.txt           the first errors: mini-batch, its inputs, exception (if any)
   logs/job_progress_overview.txt  progress lines: time, mini-batches done/total, failed items
   logs/sys/mini_batches.csv    one row per attempt of a mini-batch
+  logs/failed_items.csv        every failed item: mini-batch, attempts, last error
+  logs/failed_items.txt|.parquet  the failed files | rows: an input to rerun exactly them
   logs/sys/client.txt          the driver's log
   logs/sys/workers/<worker>.txt   daskprs' log on each worker
   logs/user/entry_script_log/<worker>.log.txt   EntryScript().logger
@@ -54,6 +57,18 @@ class LogFolder:
             prefix="daskprs-logs-")
         os.makedirs(os.path.join(self.local, "sys"), exist_ok=True)
         self.synced = time.monotonic()
+        if not output.is_local:  # appended files go on from what earlier runs wrote
+            for name in APPENDED:
+                self._fetch(name)
+
+    def _fetch(self, name: str) -> None:
+        """Copy a file an earlier run uploaded to the local copy (object storage only)."""
+        try:
+            data = self.output.fs.cat_file(self.output.join("logs", name))
+        except FileNotFoundError:
+            return
+        with open(self.path(name), "wb") as handle:
+            handle.write(data)
 
     def path(self, *parts: str) -> str:
         """A local path below ``logs/``."""
@@ -63,6 +78,11 @@ class LogFolder:
         """Write a whole file atomically."""
         write_atomic(self.output.fs if self.output.is_local else _local_fs(), self.path(name),
                      redact(text).encode("utf-8"))
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        """Write a whole binary file atomically (not redacted: data, not text)."""
+        write_atomic(self.output.fs if self.output.is_local else _local_fs(), self.path(name),
+                     data)
 
     def remove(self, name: str) -> None:
         """Remove a file below ``logs/`` if it is there (and its uploaded copy)."""
@@ -95,11 +115,13 @@ def _local_fs() -> Any:
 
 
 class AttemptTable:
-    """``logs/sys/mini_batches.csv``: one row per attempt, appended, flushed every 10 s."""
+    """``logs/sys/mini_batches.csv``: one row per attempt, appended, flushed every 10 s;
+    ``script`` is the fingerprint of the entry script version the run used."""
 
-    def __init__(self, logs: LogFolder, run_id: str) -> None:
+    def __init__(self, logs: LogFolder, run_id: str, script: str = "") -> None:
         self.logs = logs
         self.run_id = run_id
+        self.script = script
         path = logs.path("sys", "mini_batches.csv")
         new = not os.path.exists(path) or os.path.getsize(path) == 0
         self.handle = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 (closed by close())
@@ -117,7 +139,7 @@ class AttemptTable:
                                   attempt["start_utc"], attempt["seconds"], attempt["items"],
                                   attempt["succeeded"], attempt["failed"], attempt["status"],
                                   redact(" ".join(str(attempt["error"]).split())),
-                                  attempt.get("device", "")])
+                                  attempt.get("device", ""), self.script])
         if time.monotonic() - self.flushed >= FLUSH_SECONDS:
             self.flush()
 
@@ -171,6 +193,8 @@ def where_to_look(result: JobResult) -> str:
                  "(tracebacks), logs/sys/mini_batches.csv (every attempt)")
     else:
         files = "logs/sys/mini_batches.csv (every attempt), logs/sys/client.txt (the driver's log)"
+    if result.items.get("failed"):
+        files += ", logs/failed_items.csv (every failed item; rerun them: --retry-failed)"
     return f"where to look: {files}"
 
 

@@ -41,7 +41,7 @@ from daskprs.commit import StateStore
 from daskprs.storage import Location
 
 ATTEMPT_HEADER = ("run_id,mini_batch_id,input,first_item,last_item,attempt,worker,pid,"
-                  "start_utc,seconds,items,succeeded,failed,status,error,device")
+                  "start_utc,seconds,items,succeeded,failed,status,error,device,script")
 FIX = ("Use object storage (s3://..., az://...) or a filesystem every worker mounts at the "
        "same path")
 DEADLINE = 60.0

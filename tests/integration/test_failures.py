@@ -36,7 +36,7 @@ from daskprs.storage import Location
 
 ATTEMPT_HEADER = ["run_id", "mini_batch_id", "input", "first_item", "last_item", "attempt",
                   "worker", "pid", "start_utc", "seconds", "items", "succeeded", "failed",
-                  "status", "error", "device"]
+                  "status", "error", "device", "script"]
 NO_ATTEMPTS = {"total": 0, "failed": 0, "timed_out": 0, "crashed": 0, "worker_lost": 0,
                "transient": 0}
 POLL_SECONDS = 0.02      # how often a waiting test looks at a file or a process

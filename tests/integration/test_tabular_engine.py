@@ -20,7 +20,7 @@ from daskprs import Dataset, OutputError, ParallelRunConfig, ParallelRunStep
 
 MIB = 1024 * 1024
 ATTEMPT_HEADER = ("run_id,mini_batch_id,input,first_item,last_item,attempt,worker,pid,"
-                  "start_utc,seconds,items,succeeded,failed,status,error,device")
+                  "start_utc,seconds,items,succeeded,failed,status,error,device,script")
 
 RETURN_IDS = """
 def run(mini_batch):
