@@ -1,4 +1,5 @@
-"""The command line: ``daskprs run | validate | show``; a thin layer over the API."""
+"""The command line: ``daskprs run | validate | show | status | estimate``; a thin layer over
+the API."""
 
 from __future__ import annotations
 
@@ -122,6 +123,49 @@ def show(output: str, timeline: str | None) -> None:
             sys.exit(EXIT_USAGE)
         click.echo(f"timeline: {os.path.abspath(timeline)}")
     sys.exit(EXIT_COMPLETED if result.status == COMPLETED else EXIT_FAILED)
+
+
+@main.command(epilog="Exit codes: 0 running or Completed, 1 Failed, Canceled or stopped "
+                    "(its process is gone), 2 not an output folder.")
+@click.argument("output")
+@click.option("--watch", metavar="SECONDS", type=click.FloatRange(min=0.5),
+              help="Print the status again every SECONDS until the job ends.")
+def status(output: str, watch: float | None) -> None:
+    """Show the progress of the job of OUTPUT (a folder or URL, or a job's YAML file):
+    done/total, rate, ETA, failures, slowest mini-batches."""
+    import time
+
+    from daskprs.status import read_status
+
+    url, options = _output_of(output)
+    while True:
+        try:
+            state = read_status(url, options)
+        except DaskprsError as exc:
+            click.echo(redact(f"error: {exc}"), err=True)
+            sys.exit(EXIT_USAGE)
+        click.echo(redact(state.text()))
+        if watch is None or not state.running:
+            break
+        click.echo("")
+        time.sleep(watch)
+    sys.exit(EXIT_COMPLETED if state.state in ("Running", COMPLETED) else EXIT_FAILED)
+
+
+def _output_of(argument: str) -> tuple[str, dict[str, object]]:
+    """The output folder and its storage options: ``argument`` itself, or the ``output:``
+    of the job a YAML file describes."""
+    if argument.endswith((".yaml", ".yml")) and os.path.isfile(argument):
+        from daskprs.storage.secrets import resolve_options
+        from daskprs.yaml_config import load_step
+
+        try:
+            step = load_step(argument, ())
+            return step.output, resolve_options(step.output_storage_options, "output")
+        except DaskprsError as exc:
+            click.echo(redact(f"error: {exc}"), err=True)
+            sys.exit(EXIT_USAGE)
+    return argument, {}
 
 
 def _load(config: str, overrides: tuple[str, ...], scheduler: str | None

@@ -44,6 +44,7 @@ from daskprs.progress import make_progress
 from daskprs.requirements import check_requirements
 from daskprs.result import CANCELED, COMPLETED, FAILED, JobResult
 from daskprs.sink import RecordSink
+from daskprs.status import ProgressReporter
 from daskprs.storage import Location, probe_bucket
 from daskprs.storage.errors import input_errors, translate_storage_errors
 from daskprs.storage.secrets import (
@@ -220,9 +221,10 @@ def _execute(prepared: PreparedJob, logs: LogFolder, run_id: str, client: Any,
                                            UNFINISHED, counter, assembler))
 
     with last_words(canceled_at_once), AttemptTable(logs, run_id) as table, \
-            open(logs.path("job_progress_overview.txt"), "a", encoding="utf-8") as overview:
+            ProgressReporter(logs, run_id, started, total, plan.total_items) as overview:
         progress = make_progress(total, show_progress)
         sink = RecordSink(counter, assembler, table, progress, overview)
+        overview.watch(sink)
         failure: Exception | None = None
         try:
             committed = _committed_records(state, plan, earlier)
@@ -245,6 +247,7 @@ def _execute(prepared: PreparedJob, logs: LogFolder, run_id: str, client: Any,
             result = _job_result(prepared, run_id, started, clock, status, reason, counter,
                                  assembler)
             write_job_result(logs, result)
+            overview.finish(status, reason)
             if status == COMPLETED:
                 published = assembler.published()
             state.write_job(prepared.fingerprint, status, run_id, runs, published)

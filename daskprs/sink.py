@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import IO, Any
 
 from daskprs.failures import FailureCounter
@@ -36,6 +37,8 @@ class RecordSink:
         self.overview = overview
         self.done = 0
         self.seen: set[str] = set()
+        #: the attempts in flight (start events), set by an executor that knows them
+        self.running: Callable[[], list[dict[str, Any]]] = list
 
     def add_earlier(self, record: dict[str, Any]) -> None:
         """Take a record committed by an earlier run of the same job."""
