@@ -125,6 +125,26 @@ def show(output: str, timeline: str | None) -> None:
     sys.exit(EXIT_COMPLETED if result.status == COMPLETED else EXIT_FAILED)
 
 
+@main.command(epilog="Exit codes: 0 estimated, 2 a problem found (configuration, input, "
+                    "init() failed).")
+@click.argument("config", type=click.Path(dir_okay=False))
+@_set_option
+@click.option("--sample", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Mini-batches to run, spread over the input.")
+def estimate(config: str, overrides: tuple[str, ...], sample: int) -> None:
+    """Run init() once and a few mini-batches of CONFIG on this machine (nothing is written
+    to the output), then project the whole job's wall time at 1, 2, 4, ... workers."""
+    _log_to_stderr()
+    from daskprs.yaml_config import load_step
+
+    try:
+        found = load_step(config, overrides).estimate(sample)
+    except DaskprsError as exc:
+        click.echo(redact(f"error: {exc}"), err=True)
+        sys.exit(exc.exit_code)
+    click.echo(redact(found.text()))
+
+
 @main.command(epilog="Exit codes: 0 running or Completed, 1 Failed, Canceled or stopped "
                     "(its process is gone), 2 not an output folder.")
 @click.argument("output")
