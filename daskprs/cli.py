@@ -25,7 +25,6 @@ from daskprs.errors import (
     OutputError,
     Problem,
 )
-from daskprs.result import COMPLETED, JobResult
 from daskprs.storage.secrets import RedactingFilter, redact
 
 if TYPE_CHECKING:  # imported when a command runs: --help stays fast
@@ -79,6 +78,8 @@ def run(config: str, overrides: tuple[str, ...], scheduler: str | None, progress
     except Exception:
         click.echo(redact(f"internal error:\n{traceback.format_exc()}"), err=True)
         sys.exit(EXIT_INTERNAL)
+    from daskprs.result import COMPLETED
+
     click.echo(redact(result.summary()))
     if result.status != COMPLETED:
         log = "job_error.txt" if result.first_errors else "job_result.txt"
@@ -109,6 +110,8 @@ def validate(config: str, overrides: tuple[str, ...]) -> None:
               help="Also draw the attempts per worker into FILE (needs daskprs[plot]).")
 def show(output: str, timeline: str | None) -> None:
     """Show the job result of an OUTPUT folder."""
+    from daskprs.result import COMPLETED, JobResult
+
     try:
         result = JobResult.load(output)
     except OutputError as exc:
@@ -169,7 +172,7 @@ def status(output: str, watch: float | None) -> None:
             break
         click.echo("")
         time.sleep(watch)
-    sys.exit(EXIT_COMPLETED if state.state in ("Running", COMPLETED) else EXIT_FAILED)
+    sys.exit(EXIT_COMPLETED if state.state in ("Running", "Completed") else EXIT_FAILED)
 
 
 def _output_of(argument: str) -> tuple[str, dict[str, object]]:
