@@ -245,8 +245,8 @@ def main(argv: list[str] | None = None) -> None:
         summary = {key: _median([r[key] for r in runs]) for key in runs[0]}
         summary.update(import_seconds())
         summary["load_average"] = os.getloadavg()
-        print("\nmedian: " + ", ".join(f"{k} {v:.2f} s" for k, v in summary.items()
-                                       if isinstance(v, float)))
+        print("\nmedian (seconds; peak_mib in MiB): " + ", ".join(
+            f"{k} {v:.2f}" for k, v in summary.items() if isinstance(v, float)))
         print(f"load average: {' '.join(f'{x:.2f}' for x in summary['load_average'])}")
         if args.json:
             with open(args.json, "w") as handle:
