@@ -23,6 +23,7 @@ SCRIPT = f'''
 import os
 import sys
 import time
+from pathlib import Path
 
 
 def init():
