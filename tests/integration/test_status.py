@@ -3,6 +3,8 @@ creates), then on the finished job; on local disk, an S3 server and Azurite."""
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
 
@@ -165,3 +167,43 @@ def test_status_of_a_folder_without_a_job_exits_2(tmp_path):
     shown = CliRunner().invoke(main, ["status", str(tmp_path)])
     assert shown.exit_code == 2
     assert "no daskprs job" in shown.output
+
+
+def _record(index: int, status: str = "succeeded", items: int = 10) -> dict:
+    return {"id": f"files-{index}", "index": index, "status": status, "items": items,
+            "succeeded": items if status == "succeeded" else 0,
+            "failed": 0 if status == "succeeded" else items, "attempts": []}
+
+
+def test_a_job_whose_process_is_gone_is_stopped_with_its_committed_counts(tmp_path):
+    output = tmp_path / "out"
+    store = StateStore(Location(str(output)))
+    store.write_job("f" * 16, "Running", "run-2", ["run-1", "run-2"])
+    # the earlier run's succeeded mini-batch is reused, its failed one ran again
+    store.commit("run-1", "0-1-0", [_record(0), _record(1, "failed")], [b"a\n", None])
+    store.commit("run-2", "1-2-0", [_record(1), _record(2, "failed")], [b"b\n", None])
+    lock = {"pid": 999999999, "host": socket.gethostname(), "run_id": "run-2"}
+    (output / "_daskprs" / "lock.json").write_text(json.dumps(lock))
+
+    status = read_status(str(output))
+
+    assert status.state == "Stopped" and not status.running and status.eta is None
+    assert status.mini_batches == {"total": None, "done": 3, "succeeded": 2, "failed": 1,
+                                   "reused": 1}
+    assert status.items == {"total": None, "done": 30, "succeeded": 20, "failed": 10}
+    shown = CliRunner().invoke(main, ["status", str(output)])
+    assert shown.exit_code == 1
+    assert "the job's process is gone (pid 999999999" in shown.output
+    assert "mini-batches: 3/? done: 2 succeeded, 1 failed, 1 reused" in shown.output
+
+
+def test_the_progress_bar_shows_the_eta_and_the_failures_from_the_start(capsys):
+    from daskprs.progress import BarProgress
+
+    bar = BarProgress(4)
+    bar.update({"failed": 3, "status": "failed"})
+    bar.refresh()
+    bar.close()
+    shown = capsys.readouterr().err
+    assert "ETA ?" in shown and "failed_items=0, failed_mini_batches=0" in shown
+    assert "1/4" in shown and "failed_items=3, failed_mini_batches=1" in shown
