@@ -1,4 +1,5 @@
-"""The command line: ``daskprs run | validate | show``; a thin layer over the API."""
+"""The command line: ``daskprs run | validate | show | status | estimate``; a thin layer over
+the API."""
 
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ from daskprs.errors import (
     OutputError,
     Problem,
 )
-from daskprs.result import COMPLETED, JobResult
 from daskprs.storage.secrets import RedactingFilter, redact
 
 if TYPE_CHECKING:  # imported when a command runs: --help stays fast
@@ -98,6 +98,8 @@ def run(config: str, overrides: tuple[str, ...], scheduler: str | None, progress
     except Exception:
         click.echo(redact(f"internal error:\n{traceback.format_exc()}"), err=True)
         sys.exit(EXIT_INTERNAL)
+    from daskprs.result import COMPLETED
+
     click.echo(redact(result.summary()))
     if result.status != COMPLETED:
         log = "job_error.txt" if result.first_errors else "job_result.txt"
@@ -130,6 +132,8 @@ def validate(config: str, overrides: tuple[str, ...], data_table: str | None = N
               help="Also draw the attempts per worker into FILE (needs daskprs[plot]).")
 def show(output: str, timeline: str | None) -> None:
     """Show the job result of an OUTPUT folder."""
+    from daskprs.result import COMPLETED, JobResult
+
     try:
         result = JobResult.load(output)
     except OutputError as exc:
@@ -144,6 +148,69 @@ def show(output: str, timeline: str | None) -> None:
             sys.exit(EXIT_USAGE)
         click.echo(f"timeline: {os.path.abspath(timeline)}")
     sys.exit(EXIT_COMPLETED if result.status == COMPLETED else EXIT_FAILED)
+
+
+@main.command(epilog="Exit codes: 0 estimated, 2 a problem found (configuration, input, "
+                    "init() failed).")
+@click.argument("config", type=click.Path(dir_okay=False))
+@_set_option
+@click.option("--sample", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Mini-batches to run, spread over the input.")
+def estimate(config: str, overrides: tuple[str, ...], sample: int) -> None:
+    """Run init() once and a few mini-batches of CONFIG on this machine (nothing is written
+    to the output), then project the whole job's wall time at 1, 2, 4, ... workers."""
+    _log_to_stderr()
+    from daskprs.yaml_config import load_step
+
+    try:
+        found = load_step(config, overrides).estimate(sample)
+    except DaskprsError as exc:
+        click.echo(redact(f"error: {exc}"), err=True)
+        sys.exit(exc.exit_code)
+    click.echo(redact(found.text()))
+
+
+@main.command(epilog="Exit codes: 0 running or Completed, 1 Failed, Canceled or stopped "
+                    "(its process is gone), 2 not an output folder.")
+@click.argument("output")
+@click.option("--watch", metavar="SECONDS", type=click.FloatRange(min=0.5),
+              help="Print the status again every SECONDS until the job ends.")
+def status(output: str, watch: float | None) -> None:
+    """Show the progress of the job of OUTPUT (a folder or URL, or a job's YAML file):
+    done/total, rate, ETA, failures, slowest mini-batches."""
+    import time
+
+    from daskprs.status import read_status
+
+    url, options = _output_of(output)
+    while True:
+        try:
+            state = read_status(url, options)
+        except DaskprsError as exc:
+            click.echo(redact(f"error: {exc}"), err=True)
+            sys.exit(EXIT_USAGE)
+        click.echo(redact(state.text()))
+        if watch is None or not state.running:
+            break
+        click.echo("")
+        time.sleep(watch)
+    sys.exit(EXIT_COMPLETED if state.state in ("Running", "Completed") else EXIT_FAILED)
+
+
+def _output_of(argument: str) -> tuple[str, dict[str, object]]:
+    """The output folder and its storage options: ``argument`` itself, or the ``output:``
+    of the job a YAML file describes."""
+    if argument.endswith((".yaml", ".yml")) and os.path.isfile(argument):
+        from daskprs.storage.secrets import resolve_options
+        from daskprs.yaml_config import load_step
+
+        try:
+            step = load_step(argument, ())
+            return step.output, resolve_options(step.output_storage_options, "output")
+        except DaskprsError as exc:
+            click.echo(redact(f"error: {exc}"), err=True)
+            sys.exit(EXIT_USAGE)
+    return argument, {}
 
 
 def _load(config: str, overrides: tuple[str, ...], scheduler: str | None,

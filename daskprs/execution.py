@@ -230,6 +230,7 @@ class _Dispatcher:
         self.state = StateStore(Location(spec.output_url, spec.output_storage_options))
         self.health = _Health(client)
         self.ledger = AttemptLedger(lambda mb_id: mb_id in sink.seen)
+        sink.running = self.ledger.running  # for the progress snapshot (daskprs.status)
         self.pending: dict[str, tuple[Any, _Task]] = {}
         self.again: deque[tuple[list[MiniBatch], list[str] | None, int]] = deque()
         self.resubmits: dict[str, int] = {}

@@ -49,6 +49,7 @@ from daskprs.requirements import check_requirements
 from daskprs.result import CANCELED, COMPLETED, FAILED, JobResult
 from daskprs.retry_failed import RunHistory, check_allowed, check_retry, plan_fingerprint
 from daskprs.sink import RecordSink
+from daskprs.status import ProgressReporter
 from daskprs.storage import Location, probe_bucket
 from daskprs.storage.errors import input_errors, translate_storage_errors
 from daskprs.storage.secrets import (
@@ -269,9 +270,10 @@ def _execute(prepared: PreparedJob, logs: LogFolder, run_id: str, client: Any,
                                            UNFINISHED, counter, assembler))
 
     with last_words(canceled_at_once), AttemptTable(logs, run_id, prepared.script) as table, \
-            open(logs.path("job_progress_overview.txt"), "a", encoding="utf-8") as overview:
+            ProgressReporter(logs, run_id, started, total, plan.total_items) as overview:
         progress = make_progress(total, show_progress)
         sink = RecordSink(counter, assembler, table, progress, overview)
+        overview.watch(sink)
         dead_letters = DeadLetters(plan, prepared.output, config.output_action,
                                    config.append_row_separator)
         sink.watchers.append(dead_letters)
@@ -301,6 +303,7 @@ def _execute(prepared: PreparedJob, logs: LogFolder, run_id: str, client: Any,
             result = _job_result(prepared, run_id, started, clock, status, reason, counter,
                                  assembler)
             write_job_result(logs, result)
+            overview.finish(status, reason)
             if status == COMPLETED:
                 published = assembler.published()
             state.write_job(prepared.fingerprint, status, run_id, runs, published,

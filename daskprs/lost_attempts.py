@@ -55,6 +55,14 @@ class AttemptLedger:
         return other != execution and self.latest.get(other or "") == (
             event["id"], event.get("attempt"))
 
+    def running(self) -> list[dict[str, Any]]:
+        """The start events of the attempts in flight: each execution's last started
+        attempt, while its mini-batch has no record."""
+        with self.lock:
+            return [event for events in self.started.values() for event in events
+                    if self.latest.get(event.get("execution", "")) == (
+                        event["id"], event.get("attempt")) and not self.finished(event["id"])]
+
     def settle(self, mini_batch_id: str) -> None:
         """Forget the started attempts of a mini-batch whose rows arrived some other way
         (an unhealthy worker gave it away with its attempts)."""

@@ -5,6 +5,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+#: tqdm's default layout with the remaining time named: ``ETA 0:01:05``
+BAR_FORMAT = ("{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, ETA {remaining}, "
+              "{rate_fmt}{postfix}]")
+
 
 class NullProgress:
     """The progress hook that shows nothing."""
@@ -14,6 +18,9 @@ class NullProgress:
 
     def note(self, text: str) -> None:
         """Show a line of information (the dashboard link) above the bar."""
+
+    def refresh(self) -> None:
+        """Redraw (elapsed time and ETA move on while no mini-batch ends)."""
 
     def close(self) -> None:
         """End the display."""
@@ -26,7 +33,8 @@ class BarProgress(NullProgress):
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=total, unit="mini-batch", file=sys.stderr, dynamic_ncols=True,
-                        desc="daskprs")
+                        desc="daskprs", bar_format=BAR_FORMAT,
+                        postfix={"failed_items": 0, "failed_mini_batches": 0})
         self.failed_items = 0
         self.failed_batches = 0
 
@@ -37,6 +45,10 @@ class BarProgress(NullProgress):
         self.bar.set_postfix(failed_items=self.failed_items,
                              failed_mini_batches=self.failed_batches, refresh=False)
         self.bar.update(1)
+
+    def refresh(self) -> None:
+        """Redraw the bar."""
+        self.bar.refresh()
 
     def note(self, text: str) -> None:
         """Print a line above the bar (in a notebook: above the widget)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import IO, Any
 
 from daskprs.failures import FailureCounter
@@ -37,6 +38,8 @@ class RecordSink:
         self.done = 0
         self.seen: set[str] = set()
         self.watchers: list[Any] = []  # each has watch(record) and reject(record)
+        #: the attempts in flight (start events), set by an executor that knows them
+        self.running: Callable[[], list[dict[str, Any]]] = list
 
     def add_earlier(self, record: dict[str, Any]) -> None:
         """Take a record committed by an earlier run of the same job."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daskprs.addresses import AddressError, address_fix, scheduler_address
 from daskprs.azure_arguments import apply_azure_options
@@ -29,6 +29,9 @@ from daskprs.sizes import (
 )
 from daskprs.storage import normalize_url
 from daskprs.validation import Checker
+
+if TYPE_CHECKING:
+    from daskprs.estimate import Estimate
 
 STEP_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
@@ -158,6 +161,30 @@ class ParallelRunStep:
                            mini_batches=len(plan.mini_batches),
                            mini_batch_size=str(self.mini_batch_size), items=plan.total_items,
                            output=prepared.output.url, fingerprint=prepared.fingerprint)
+
+    def estimate(self, sample: int = 5) -> Estimate:
+        """Time ``init()`` and ``sample`` mini-batches, then project the whole job's wall time.
+
+        Runs one runner process on this machine, as a worker would, over mini-batches
+        spread from the first to the last; nothing is written to the output. See
+        :mod:`daskprs.estimate`.
+
+        Parameters
+        ----------
+        sample
+            Mini-batches to run (all of them when the job has fewer).
+
+        Returns
+        -------
+        Estimate
+            Init time, seconds and result bytes per item, a runner's peak memory, and
+            ``projected_seconds(workers)``; ``str()`` of it is what ``daskprs estimate``
+            prints.
+        """
+        from daskprs.estimate import estimate_step
+
+        refuse_worker_import()
+        return estimate_step(self, sample)
 
     def __repr__(self) -> str:
         return f"ParallelRunStep(name={self.name!r}, inputs={len(self.inputs)}, " \

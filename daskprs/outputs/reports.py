@@ -27,7 +27,7 @@ This folder was written by daskprs (a Dask re-creation of Azure ML's ParallelRun
   logs/job_result.txt          first line: Completed | Failed | Canceled; counts, time, errors
   logs/job_result.json         the same, machine-readable
   logs/job_error.txt           the first errors: mini-batch, its inputs, exception (if any)
-  logs/job_progress_overview.txt  progress lines: time, mini-batches done/total, failed items
+  logs/job_progress_overview.txt  progress, rate, ETA, failures (rewritten every few seconds)
   logs/sys/mini_batches.csv    one row per attempt of a mini-batch
   logs/failed_items.csv        every failed item: mini-batch, attempts, last error
   logs/failed_items.txt|.parquet  the failed files | rows: an input to rerun exactly them
