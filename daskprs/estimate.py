@@ -33,16 +33,12 @@ import psutil
 
 from daskprs.cluster import starts_local_cluster
 from daskprs.entry_script import (
-    ENV_AGENT_NAME,
-    ENV_LOG_DIR,
-    ENV_LOG_LEVEL,
-    ENV_OUTPUT_DIR,
-    ENV_WORKING_DIR,
     MiniBatchContext,
 )
 from daskprs.inputs.plan import MiniBatch
 from daskprs.serialize import result_length
 from daskprs.worker.downloads import local_arguments
+from daskprs.worker.plugin import runner_env, runner_settings
 from daskprs.worker.runner_client import RunnerProcess
 from daskprs.worker.wrapper import _serialize, file_loader, tabular_loader
 
@@ -56,8 +52,6 @@ LOCAL_CLUSTER_SECONDS = 0.7   # LocalCluster of 2 processes, start and close, id
 JOB_SECONDS = 0.6             # plan, runners' start, first hand-off, assembly, plugin removal
 ENGINE_SECONDS = 0.003        # daskprs' worker time per mini-batch (bench_files.py)
 WRITE_BYTES_PER_SECOND = 200e6  # assembling the output from the committed results
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclass
@@ -298,23 +292,11 @@ def _runner(spec: Any, folder: str, threads: int | None) -> Iterator[tuple[Runne
     for sub in ("stdout", "stderr", "error", "entry_script_log"):
         os.makedirs(os.path.join(logs, "user", sub), exist_ok=True)
     os.makedirs(output_dir, exist_ok=True)
-    cwd = spec.source_directory or os.path.join(folder, "work")
-    os.makedirs(cwd, exist_ok=True)
-    settings = {"script_path": spec.script_path, "script_object": spec.script_object,
-                "source_directory": spec.source_directory,
-                "arguments": local_arguments(spec.arguments, spec.remote_side_inputs,
-                                             os.path.join(folder, "side_inputs")),
-                "cwd": cwd, "logging_level": spec.logging_level, "secrets": list(spec.secrets),
-                "warm_up": spec.kind == "tabular",
-                "error_log": os.path.join(logs, "user", "error", f"{AGENT}.txt")}
-    env = dict(os.environ)
-    if threads is not None:
-        env.update(dict.fromkeys(_THREAD_VARIABLES, str(threads)))
-    env.update({k: str(v) for k, v in spec.environment_variables.items()})
-    env.update({ENV_AGENT_NAME: AGENT, ENV_LOG_DIR: logs, ENV_OUTPUT_DIR: output_dir,
-                ENV_LOG_LEVEL: spec.logging_level, ENV_WORKING_DIR: cwd,
-                "PYTHONPATH": os.pathsep.join(p for p in (_PACKAGE_PARENT,
-                                                          env.get("PYTHONPATH", "")) if p)})
+    arguments = local_arguments(spec.arguments, spec.remote_side_inputs,
+                                os.path.join(folder, "side_inputs"))
+    settings = runner_settings(spec, arguments, folder,
+                               os.path.join(logs, "user", "error", f"{AGENT}.txt"))
+    env = runner_env(spec, AGENT, logs, output_dir, folder, threads)
     runner = RunnerProcess(settings, env, os.path.join(logs, "user", "stdout", f"{AGENT}.txt"),
                            os.path.join(logs, "user", "stderr", f"{AGENT}.txt"))
     clock = time.perf_counter()

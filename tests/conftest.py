@@ -5,6 +5,8 @@ Every piece of data is generated here; nothing is downloaded.
 
 from __future__ import annotations
 
+import logging
+import signal
 import textwrap
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -35,6 +37,19 @@ def client() -> Iterator[object]:
     finally:
         dask_client.close()
         cluster.close()
+
+
+@pytest.fixture
+def cli_state() -> Iterator[None]:
+    """The CLI installs signal handlers and a stderr log handler: put them back after."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    logger = logging.getLogger("daskprs")
+    before, level = list(logger.handlers), logger.level
+    yield
+    for number, handler in handlers.items():
+        signal.signal(number, handler)
+    logger.handlers[:] = before
+    logger.setLevel(level)
 
 
 def make_frame(rows: int, start: int = 0, float_columns: int = 3, seed: int = 0

@@ -260,14 +260,8 @@ class RunnerPlugin(WorkerPlugin):
         return root
 
     def _settings(self) -> dict[str, Any]:
-        spec = self.spec
-        cwd = spec.source_directory or os.path.join(self.local_dir, "work")
-        os.makedirs(cwd, exist_ok=True)
-        return {"script_path": spec.script_path, "script_object": spec.script_object,
-                "source_directory": spec.source_directory, "arguments": self._arguments(),
-                "cwd": cwd, "logging_level": spec.logging_level, "secrets": list(spec.secrets),
-                "warm_up": spec.kind == "tabular",
-                "error_log": os.path.join(self.log_dir, "user", "error", f"{self.agent}.txt")}
+        return runner_settings(self.spec, self._arguments(), self.local_dir,
+                               os.path.join(self.log_dir, "user", "error", f"{self.agent}.txt"))
 
     def _arguments(self) -> list[str]:
         """``arguments`` with each remote side input's URL replaced by a local copy
@@ -278,22 +272,42 @@ class RunnerPlugin(WorkerPlugin):
         return self.local_args
 
     def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        if self.threads_per_runner is not None:
-            env.update({name: str(self.threads_per_runner) for name in _THREAD_VARIABLES})
-        if self.gpu_devices is not None:
-            env[CUDA_VISIBLE_DEVICES] = self.gpu_devices
-        env.update({key: str(value) for key, value in self.spec.environment_variables.items()})
+        env = runner_env(self.spec, self.agent, self.log_dir, self.files.output_dir,
+                         self.local_dir, self.threads_per_runner, self.gpu_devices)
         self.device = env.get(CUDA_VISIBLE_DEVICES, "")
-        env.update({ENV_AGENT_NAME: self.agent, ENV_LOG_DIR: self.log_dir,
-                    ENV_OUTPUT_DIR: self.files.output_dir, ENV_LOG_LEVEL: self.spec.logging_level,
-                    ENV_WORKING_DIR: self.spec.source_directory or os.path.join(
-                        self.local_dir, "work")})
-        env.update(model_variables(self.spec.models, os.path.join(self.local_dir, "models"),
-                                   self.files.output_dir))  # Azure's, for azureml.core
-        path = env.get("PYTHONPATH", "")
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, path) if p)
         return env
+
+
+def runner_settings(spec: JobSpec, arguments: list[str], local_dir: str, error_log: str
+                    ) -> dict[str, Any]:
+    """What a runner process is told at its start: the script, its arguments (remote side
+    inputs already local), its working folder (made here) and where its errors go."""
+    cwd = spec.source_directory or os.path.join(local_dir, "work")
+    os.makedirs(cwd, exist_ok=True)
+    return {"script_path": spec.script_path, "script_object": spec.script_object,
+            "source_directory": spec.source_directory, "arguments": arguments,
+            "cwd": cwd, "logging_level": spec.logging_level, "secrets": list(spec.secrets),
+            "warm_up": spec.kind == "tabular", "error_log": error_log}
+
+
+def runner_env(spec: JobSpec, agent: str, log_dir: str, output_dir: str, local_dir: str,
+               threads: int | None, gpu_devices: str | None = None) -> dict[str, str]:
+    """A runner process's environment: this process's, one BLAS thread count, its GPUs, the
+    user's ``environment_variables``, then Azure's variables and daskprs on the path."""
+    env = dict(os.environ)
+    if threads is not None:
+        env.update(dict.fromkeys(_THREAD_VARIABLES, str(threads)))
+    if gpu_devices is not None:
+        env[CUDA_VISIBLE_DEVICES] = gpu_devices
+    env.update({key: str(value) for key, value in spec.environment_variables.items()})
+    env.update({ENV_AGENT_NAME: agent, ENV_LOG_DIR: log_dir, ENV_OUTPUT_DIR: output_dir,
+                ENV_LOG_LEVEL: spec.logging_level,
+                ENV_WORKING_DIR: spec.source_directory or os.path.join(local_dir, "work")})
+    env.update(model_variables(spec.models, os.path.join(local_dir, "models"),
+                               output_dir))  # Azure's, for azureml.core
+    path = env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, path) if p)
+    return env
 
 
 def _worker_logger(log_dir: str, agent: str, spec: JobSpec) -> logging.Logger:

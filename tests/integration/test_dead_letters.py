@@ -7,9 +7,6 @@ CLI is run in-process on the same scheduler.
 
 from __future__ import annotations
 
-import logging
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,19 +83,6 @@ def failed_items(output: Path) -> pd.DataFrame:
 
 def output_lines(output: Path) -> list[str]:
     return (output / "parallel_run_step.txt").read_text(encoding="utf-8").split()
-
-
-@pytest.fixture
-def cli_state() -> Iterator[None]:
-    """The CLI installs signal handlers and a stderr log handler: put them back after."""
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    logger = logging.getLogger("daskprs")
-    before, level = list(logger.handlers), logger.level
-    yield
-    for number, handler in handlers.items():
-        signal.signal(number, handler)
-    logger.handlers[:] = before
-    logger.setLevel(level)
 
 
 @pytest.fixture

@@ -9,9 +9,6 @@ its fingerprint changes between the runs.
 from __future__ import annotations
 
 import json
-import logging
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,19 +71,6 @@ def make_step(source: Path, inputs: list[Any], output: Path | str, allow_reuse: 
 def attempts(output: Path) -> pd.DataFrame:
     return pd.read_csv(output / "logs" / "sys" / "mini_batches.csv", dtype=str,
                        keep_default_na=False)
-
-
-@pytest.fixture
-def cli_state() -> Iterator[None]:
-    """The CLI installs signal handlers and a stderr log handler: put them back after."""
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    logger = logging.getLogger("daskprs")
-    before, level = list(logger.handlers), logger.level
-    yield
-    for number, handler in handlers.items():
-        signal.signal(number, handler)
-    logger.handlers[:] = before
-    logger.setLevel(level)
 
 
 @pytest.fixture
