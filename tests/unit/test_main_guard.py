@@ -30,7 +30,7 @@ step = ParallelRunStep(name="guarded", parallel_run_config=config, inputs=[table
 # stands in for the job, so that accepted scripts start no cluster
 STUB = """\
 import daskprs.job
-daskprs.job.run_step = lambda step, client=None, progress=True: print("run_step reached")
+daskprs.job.run_step = lambda step, **options: print("run_step reached")
 """
 
 
