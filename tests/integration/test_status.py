@@ -149,7 +149,7 @@ def test_status_of_a_running_job_shows_its_real_counts_then_the_finished_job(
     assert final.mini_batches["done"] == FILES and final.mini_batches["failed"] == 1
     assert final.items["done"] == FILES and final.items["failed"] == 1
     assert final.eta is None
-    assert final.slowest[0]["id"] in held_ids  # the held ones took longest
+    assert held_ids <= {e["id"] for e in final.slowest}  # held for seconds: among the slowest
     if not options:
         shown = CliRunner().invoke(main, ["status", url])
         assert shown.exit_code == 0 and shown.output.startswith("Completed: run ")

@@ -128,7 +128,8 @@ def test_file_quickstart_prints_exact_counts_of_its_200_files_and_the_retry(exec
     assert lines_starting(notebook, "mini-batches:") == [
         "mini-batches: {'total': 10, 'succeeded': 10, 'failed': 0, 'reused': 0}"]
     assert lines_starting(notebook, "attempts:") == [
-        "attempts: {'total': 11, 'failed': 1, 'timed_out': 0, 'crashed': 0, 'worker_lost': 0}"]
+        "attempts: {'total': 11, 'failed': 1, 'timed_out': 0, 'crashed': 0, 'worker_lost': 0,"
+        " 'transient': 0}"]
     assert lines_starting(notebook, "words:") == ["words: 2382"]
 
 
