@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
 npm install --no-audit --no-fund --no-package-lock --silent
 .venv/bin/ruff check .
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# two pytest workers: most tests wait on processes they start (clusters, runners, servers)
+.venv/bin/python -m pytest -q -p no:cacheprovider -n 2 "$@"

@@ -112,7 +112,8 @@ def test_secrets_never_reach_the_logs_or_the_terminal(storage_servers, tmp_path)
     fs = storage.fs
     logs = [p for p in fs.find(storage.path("out", "logs"))]
     assert any(p.endswith("job_error.txt") for p in logs)
-    texts = {p: fs.cat_file(p).decode() for p in logs}
+    # every file under logs/, the binary ones too (failed_items.parquet holds input rows)
+    texts = {p: fs.cat_file(p).decode("utf-8", errors="replace") for p in logs}
     texts["stdout"], texts["stderr"] = done.stdout, done.stderr
     for where, text in texts.items():
         for secret in (secret_in_env, secret_literal, "aws-env-secret-Hy62",
