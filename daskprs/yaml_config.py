@@ -6,6 +6,7 @@ directory. Every problem is reported at once, each with the file and key it came
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -29,15 +30,19 @@ _LAST_PART = re.compile(r"(\.[^.\[\]]+|\[\d+\])$")
 _SIDE_INPUT = re.compile(r"\$\{\{\s*side_inputs\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
-def load_step(path: str, overrides: list[str] | tuple[str, ...] = ()) -> ParallelRunStep:
+def load_step(path: str, overrides: list[str] | tuple[str, ...] = (),
+              data: dict[str, Any] | None = None) -> ParallelRunStep:
     """Read a step's YAML config, apply ``--set`` overrides, validate everything.
+
+    ``data``: the step's mapping when it is part of a larger file (a pipeline's step);
+    ``path`` then names that file and anchors relative paths.
 
     Raises
     ------
     ConfigError
         Listing every problem with its file and key.
     """
-    data = _read(path)
+    data = _read(path) if data is None else copy.deepcopy(data)
     set_keys: set[str] = set()
     problems: list[Problem] = []
     for override in overrides:

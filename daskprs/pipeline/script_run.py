@@ -32,12 +32,14 @@ _TAIL = 2000
 
 def script_fingerprint(step: PythonScriptStep, arguments: list[str], read: list[str],
                        skip: str) -> str:
-    """sha256 over the script's folder (file contents), arguments, params, the run ids of
-    the steps it reads from (``read``) and a listing of its other dataset inputs.
+    """sha256 over the script's content (and the files of ``hash_paths``), arguments,
+    params, the run ids of the steps it reads from (``read``) and a listing of its other
+    dataset inputs.
 
     ``skip``: a folder below ``source_directory`` not to hash (the output root).
     """
-    parts = {"script": step.script_name, "source": _source_digest(step.source_directory, skip),
+    paths = [step.script_path, *step.hash_paths]
+    parts = {"script": step.script_name, "source": [_source_digest(p, skip) for p in paths],
              "arguments": arguments, "params": {k: str(v) for k, v in step.params.items()},
              "read": sorted(read), "inputs": _inputs_digest(step.inputs)}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
@@ -103,8 +105,13 @@ def run_script(step: PythonScriptStep, arguments: list[str], outputs: dict[str, 
     return result
 
 
-def _source_digest(folder: str, skip: str) -> str:
+def _source_digest(path: str, skip: str) -> str:
+    """sha256 over the contents of a file, or of every file below a folder."""
     digest = hashlib.sha256()
+    if os.path.isfile(path):
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    folder = path
     skip = os.path.abspath(skip) if "://" not in skip else ""
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__"

@@ -43,8 +43,13 @@ class PythonScriptStep:
         The folder the script runs in (default: the current directory); its files are part
         of the step's fingerprint.
     allow_reuse
-        Reuse the last run when the script, its folder, its arguments and its inputs are
-        unchanged and its outputs exist.
+        Reuse the last run when the script, its arguments and params, the files of
+        ``hash_paths`` and its inputs are unchanged and its outputs exist.
+    version
+        Accepted for Azure code and ignored.
+    hash_paths
+        Files or folders (relative to ``source_directory``) whose contents are part of the
+        fingerprint besides the script: the modules it imports, say.
     """
 
     def __init__(self, script_name: str, name: str | None = None,
@@ -52,7 +57,8 @@ class PythonScriptStep:
                  runconfig: Any = None, inputs: Sequence[Any] | None = None,
                  outputs: Sequence[PipelineData] | None = None,
                  params: dict[str, Any] | None = None, source_directory: str | None = None,
-                 allow_reuse: bool = True) -> None:
+                 allow_reuse: bool = True, version: str | None = None,
+                 hash_paths: Sequence[str] | None = None) -> None:
         checker = Checker()
         if not isinstance(script_name, (str, os.PathLike)) or not str(script_name).strip():
             checker.add("script_name", "must be a script file name", script_name,
@@ -89,6 +95,12 @@ class PythonScriptStep:
                 checker.add(f"arguments[{position}]", "must be a string, number, placeholder "
                             "or dataset", item if item is None else type(item).__name__,
                             "Pass str(value)")
+        hashed = [resolve_script_path(p, folder) for p in hash_paths or []]
+        for position, hashed_path in enumerate(hashed):
+            if not os.path.exists(hashed_path):
+                checker.add(f"hash_paths[{position}]", f"does not exist in source_directory "
+                            f"{folder!r}", (hash_paths or [])[position],
+                            "Give a file or folder relative to source_directory")
         if not isinstance(params or {}, dict):
             checker.add("params", "must be a mapping", params, "Use params={'mode': 'full'}")
         if not isinstance(allow_reuse, bool):
@@ -103,6 +115,7 @@ class PythonScriptStep:
         self.outputs: list[PipelineData] = outputs
         self.params: dict[str, Any] = dict(params or {})
         self.allow_reuse: bool = allow_reuse
+        self.hash_paths: list[str] = hashed
 
     def __repr__(self) -> str:
         return f"PythonScriptStep(name={self.name!r}, script_name={self.script_name!r})"
