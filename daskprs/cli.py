@@ -64,6 +64,8 @@ def run(config: str, overrides: tuple[str, ...], scheduler: str | None, progress
     _log_to_stderr()
     _quiet_distributed()
     _cancel_on_signals()
+    if _is_pipeline(config):
+        _run_pipeline(config, overrides, scheduler, progress)
     try:
         step, scheduler = _load(config, overrides, scheduler)
         result = step.run(client=scheduler, progress=progress)
@@ -92,6 +94,8 @@ def run(config: str, overrides: tuple[str, ...], scheduler: str | None, progress
 def validate(config: str, overrides: tuple[str, ...]) -> None:
     """Check CONFIG without running it: inputs listed, script parsed; creates nothing."""
     _log_to_stderr()
+    if _is_pipeline(config):
+        _validate_pipeline(config, overrides)
     from daskprs.yaml_config import load_step
 
     try:
@@ -146,6 +150,59 @@ def _load(config: str, overrides: tuple[str, ...], scheduler: str | None
     if problems:
         raise ConfigError(problems)
     return step, scheduler
+
+
+def _is_pipeline(config: str) -> bool:
+    from daskprs.pipeline.yaml_loader import is_pipeline_file
+
+    return is_pipeline_file(config)
+
+
+def _run_pipeline(config: str, overrides: tuple[str, ...], scheduler: str | None,
+                  progress: bool) -> None:
+    """``daskprs run`` of a pipeline file: the table of steps; exit 0 when every step
+    completed, 1 when one failed, 2 for a problem found before any step ran."""
+    from daskprs.pipeline.yaml_loader import load_pipeline
+
+    try:
+        address = _scheduler_address(scheduler)
+        result = load_pipeline(config, overrides).run(client=address, progress=progress)
+    except KeyboardInterrupt:
+        click.echo("Canceled: interrupted; committed mini-batches are kept.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except DaskprsError as exc:
+        click.echo(redact(f"error: {exc}"), err=True)
+        sys.exit(exc.exit_code)
+    except Exception:
+        click.echo(redact(f"internal error:\n{traceback.format_exc()}"), err=True)
+        sys.exit(EXIT_INTERNAL)
+    click.echo(redact(result.summary()))
+    if any(s.error is not None and not isinstance(s.error, DaskprsError) for s in result.steps):
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(EXIT_COMPLETED if result.status == COMPLETED else EXIT_FAILED)
+
+
+def _validate_pipeline(config: str, overrides: tuple[str, ...]) -> None:
+    from daskprs.pipeline.yaml_loader import load_pipeline
+
+    try:
+        plan = load_pipeline(config, overrides).validate()
+    except DaskprsError as exc:
+        click.echo(redact(f"error: {exc}"), err=True)
+        sys.exit(exc.exit_code)
+    click.echo(str(plan))
+    sys.exit(EXIT_COMPLETED)
+
+
+def _scheduler_address(scheduler: str | None) -> str | None:
+    """``--scheduler`` with its scheme; a bad address is a ConfigError."""
+    if scheduler is None or scheduler in ("local", "inline"):
+        return scheduler
+    try:
+        return scheduler_address(scheduler)
+    except AddressError as exc:
+        raise ConfigError([Problem("--scheduler", "command line", exc.reason, scheduler,
+                                   address_fix(exc, "--scheduler {}"))]) from None
 
 
 def _cancel_on_signals() -> None:

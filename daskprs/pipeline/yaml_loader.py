@@ -161,6 +161,8 @@ def _substitute(checker: Checker, value: Any, label: str, own: dict[str, Pipelin
 def _choose(what: str, name: str, names: list[str]) -> str:
     if not names:
         return f"Declare the {what} first"
+    if len(names) == 1:
+        return f"Use {names[0]!r}"
     return f"Use one of {', '.join(repr(n) for n in names)}.{did_you_mean(name, names)}"
 
 
