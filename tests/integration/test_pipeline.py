@@ -163,7 +163,8 @@ PIPELINE_YAML = """
         script: {join}
         source_directory: join
         arguments: [--prepared, "${{{{steps.prepare.outputs.prepared}}}}",
-                    --scores, "${{{{steps.score.outputs.scores}}}}", --out, "${{{{outputs.joined}}}}"]
+                    --scores, "${{{{steps.score.outputs.scores}}}}",
+                    --out, "${{{{outputs.joined}}}}"]
         outputs: [joined]
 """
 
@@ -176,7 +177,7 @@ def test_daskprs_run_of_a_pipeline_file_prints_the_table_of_steps(tmp_path: Path
 
     assert done.exit_code == 0, done.output
     lines = done.stdout.splitlines()
-    assert lines[0].startswith(f"pipeline Completed: 3 steps, ")
+    assert lines[0].startswith("pipeline Completed: 3 steps, ")
     assert lines[0].endswith(f" s, output root {root / 'runs'}")
     assert [line.split() for line in lines[1:]] == [
         ["step", "kind", "status", "reused", "seconds"],
