@@ -180,7 +180,8 @@ def _cycle(left: list[str], upstream: dict[str, list[str]]) -> list[str]:
     while True:
         following = next(u for u in upstream[path[-1]] if u in left)
         if following in path:
-            cycle = path[path.index(following):]
-            return list(reversed(cycle))
+            cycle = list(reversed(path[path.index(following):]))  # in the data's direction
+            start = min(range(len(cycle)), key=lambda i: left.index(cycle[i]))
+            return cycle[start:] + cycle[:start]  # from the step listed first
         path.append(following)
 
