@@ -47,47 +47,59 @@ def pipeline_client(graph: Graph, target: Any) -> Iterator[Any]:
 
 
 def run_graph(graph: Graph, folders: Folders, client: Any, progress: bool) -> PipelineResult:
-    """Run every step of ``graph``; return each step's outcome, in run order."""
+    """Run every step of ``graph``; return each step's outcome, in run order.
+
+    A step that is the only one ready while nothing else runs runs in this thread (so
+    Ctrl-C cancels it as it cancels a single job); steps ready together run in threads.
+    """
     clock = time.perf_counter()
     outcomes: dict[str, StepOutcome] = {}
     running: dict[Future[StepOutcome], str] = {}
     pending = list(graph.order)
-    with ThreadPoolExecutor(max_workers=max(1, len(pending)),
-                            thread_name_prefix="daskprs-step") as pool:
-        try:
-            while pending or running:
-                for name in list(pending):
-                    upstream = graph.upstream[name]
-                    stopped = [u for u in upstream if u in outcomes
-                               and outcomes[u].status != COMPLETED]
-                    if stopped:
-                        outcomes[name] = StepOutcome(
-                            name, graph.nodes[name].kind, SKIPPED,
-                            reason=f"not run: it reads from step {stopped[0]!r}, which "
-                                   f"{outcomes[stopped[0]].status.lower()}")
-                        pending.remove(name)
-                    elif all(u in outcomes for u in upstream):
-                        pending.remove(name)
-                        running[pool.submit(_run_step, graph.nodes[name], graph, folders,
-                                            outcomes, client, progress)] = name
-                if not running:
-                    continue
+    pool = ThreadPoolExecutor(max_workers=max(1, len(pending)), thread_name_prefix="daskprs-step")
+    try:
+        while pending or running:
+            ready = []
+            for name in list(pending):
+                upstream = graph.upstream[name]
+                stopped = [u for u in upstream if u in outcomes
+                           and outcomes[u].status != COMPLETED]
+                if stopped:
+                    outcomes[name] = StepOutcome(
+                        name, graph.nodes[name].kind, SKIPPED,
+                        reason=f"not run: it reads from step {stopped[0]!r}, which "
+                               f"{outcomes[stopped[0]].status.lower()}")
+                    pending.remove(name)
+                elif all(u in outcomes for u in upstream):
+                    pending.remove(name)
+                    ready.append(name)
+            if len(ready) == 1 and not running:
+                _finished(graph, outcomes, _run_step(graph.nodes[ready[0]], graph, folders,
+                                                     outcomes, client, progress))
+                continue
+            for name in ready:
+                running[pool.submit(_run_step, graph.nodes[name], graph, folders, outcomes,
+                                    client, progress)] = name
+            if running:
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for future in done:
-                    outcome = future.result()
-                    outcomes[running.pop(future)] = outcome
-                    if outcome.status != COMPLETED:
-                        stopped = graph.downstream(outcome.name)
-                        if stopped:
-                            outcome.reason += ("; stopped the steps that read from it: "
-                                               + ", ".join(repr(s) for s in stopped))
-        except BaseException:
-            for future in running:
-                future.cancel()
-            raise
+                    running.pop(future)
+                    _finished(graph, outcomes, future.result())
+    finally:
+        pool.shutdown(wait=not running, cancel_futures=True)
     return PipelineResult([outcomes[n] for n in graph.order],
                           seconds=round(time.perf_counter() - clock, 3),
                           output_root=folders.root)
+
+
+def _finished(graph: Graph, outcomes: dict[str, StepOutcome], outcome: StepOutcome) -> None:
+    """Record a step's outcome; a step that did not complete names the steps it stops."""
+    outcomes[outcome.name] = outcome
+    if outcome.status != COMPLETED:
+        stopped = graph.downstream(outcome.name)
+        if stopped:
+            outcome.reason += ("; stopped the steps that read from it: "
+                               + ", ".join(repr(s) for s in stopped))
 
 
 def _run_step(node: StepNode, graph: Graph, folders: Folders, outcomes: dict[str, StepOutcome],

@@ -219,3 +219,38 @@ def test_a_failed_step_stops_the_steps_that_read_from_it_and_exits_1(tmp_path: P
         "publish: not run: it reads from step 'join', which failed"]
     assert (root / "runs" / "join" / "logs" / "stderr.txt").read_text() == \
         "no scores to join\n"
+
+
+RENDEZVOUS = """
+    import pathlib, sys, time
+    meeting, me, other, out = (pathlib.Path(p) for p in sys.argv[1:])
+    (meeting / me.name).touch()
+    deadline = time.monotonic() + 120  # only to end a run that would hang
+    while not (meeting / other.name).exists():
+        if time.monotonic() > deadline:
+            sys.exit(f"{other.name} never started while {me.name} ran")
+        time.sleep(0.05)
+    (out / "done.txt").write_text(me.name)
+"""
+
+
+def test_steps_that_do_not_read_from_each_other_run_at_the_same_time(tmp_path: Path) -> None:
+    source = write(tmp_path / "src", "meet.py", RENDEZVOUS).parent
+    write(source, "both.py", """
+        import pathlib, sys
+        print(sorted(pathlib.Path(p, "done.txt").read_text() for p in sys.argv[1:]))
+    """)
+    meeting = tmp_path / "meeting"
+    meeting.mkdir()
+    left, right = PipelineData("left"), PipelineData("right")
+    steps = [PythonScriptStep("meet.py", name=name, source_directory=str(source),
+                              arguments=[str(meeting), name, other, out], outputs=[out])
+             for name, other, out in (("a", "b", left), ("b", "a", right))]
+    both = PythonScriptStep("both.py", source_directory=str(source), arguments=[left, right])
+
+    result = Pipeline(steps=[both, *steps], output_root=str(tmp_path / "runs")).run()
+
+    assert statuses(result) == [("a", "Completed", False), ("b", "Completed", False),
+                                ("both", "Completed", False)]
+    assert (tmp_path / "runs" / "both" / "logs" / "stdout.txt").read_text() == \
+        "['a', 'b']\n"
