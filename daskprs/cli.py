@@ -8,7 +8,7 @@ import signal
 import sys
 import traceback
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -35,6 +35,21 @@ _set_option = click.option(
     help="Override a config value: KEY a dotted path (list indices allowed, e.g. "
          "inputs.0.path), VALUE a YAML scalar. Repeat --set for each value.")
 
+_azure_options = [
+    click.option("--data-table", metavar="FILE", type=click.Path(dir_okay=False),
+                 help="Azure v2 YAML: the table of datastores, data assets and pipeline "
+                      "bindings (default: azureml_data.yaml next to CONFIG)."),
+    click.option("--job", metavar="NAME", help="Azure v2 pipeline YAML: the parallel node "
+                 "to run."),
+]
+
+
+def _with_azure_options(command: Any) -> Any:
+    for option in reversed(_azure_options):
+        command = option(command)
+    return command
+
+
 EXIT_CODES = """\b
 Exit codes:
   0    Completed (or reused)
@@ -59,15 +74,17 @@ def main() -> None:
               "tcp://host:8786 (host:port means tcp://host:port); overrides "
               "compute_target.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar on stderr.")
-def run(config: str, overrides: tuple[str, ...], scheduler: str | None, progress: bool) -> None:
-    """Run the step described by CONFIG (a YAML file)."""
+@_with_azure_options
+def run(config: str, overrides: tuple[str, ...], scheduler: str | None, progress: bool,
+        data_table: str | None = None, job: str | None = None) -> None:
+    """Run the step described by CONFIG (a YAML file; Azure v2 parallel job YAML too)."""
     _log_to_stderr()
     _quiet_distributed()
     _cancel_on_signals()
     if _is_pipeline(config):
         _run_pipeline(config, overrides, scheduler, progress)
     try:
-        step, scheduler = _load(config, overrides, scheduler)
+        step, scheduler = _load(config, overrides, scheduler, data_table, job)
         result = step.run(client=scheduler, progress=progress)
     except KeyboardInterrupt:
         click.echo("Canceled: interrupted; committed mini-batches are kept.", err=True)
@@ -91,7 +108,9 @@ def run(config: str, overrides: tuple[str, ...], scheduler: str | None, progress
 @main.command(epilog="Exit codes: 0 valid, 2 a problem (each one is listed).")
 @click.argument("config", type=click.Path(dir_okay=False))
 @_set_option
-def validate(config: str, overrides: tuple[str, ...]) -> None:
+@_with_azure_options
+def validate(config: str, overrides: tuple[str, ...], data_table: str | None = None,
+             job: str | None = None) -> None:
     """Check CONFIG without running it: inputs listed, script parsed; creates nothing."""
     _log_to_stderr()
     if _is_pipeline(config):
@@ -99,7 +118,7 @@ def validate(config: str, overrides: tuple[str, ...]) -> None:
     from daskprs.yaml_config import load_step
 
     try:
-        summary = load_step(config, overrides).validate()
+        summary = load_step(config, overrides, data_table, job).validate()
     except DaskprsError as exc:
         click.echo(redact(f"error: {exc}"), err=True)
         sys.exit(exc.exit_code)
@@ -128,7 +147,8 @@ def show(output: str, timeline: str | None) -> None:
     sys.exit(EXIT_COMPLETED if result.status == COMPLETED else EXIT_FAILED)
 
 
-def _load(config: str, overrides: tuple[str, ...], scheduler: str | None
+def _load(config: str, overrides: tuple[str, ...], scheduler: str | None,
+          data_table: str | None = None, job: str | None = None
           ) -> tuple[ParallelRunStep, str | None]:
     """The step and the ``--scheduler`` address (``host:port`` read as ``tcp://host:port``);
     a bad address is reported with the config's problems, in one ConfigError."""
@@ -142,7 +162,7 @@ def _load(config: str, overrides: tuple[str, ...], scheduler: str | None
             problems.append(Problem("--scheduler", "command line", exc.reason, scheduler,
                                     address_fix(exc, "--scheduler {}")))
     try:
-        step = load_step(config, overrides)
+        step = load_step(config, overrides, data_table, job)
     except ConfigError as exc:
         if problems:
             raise ConfigError(problems + exc.problems) from exc

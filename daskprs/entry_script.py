@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Any
 
 from daskprs.storage.secrets import RedactingFilter
 
@@ -87,14 +88,19 @@ class MiniBatchContext:
         1 for the first attempt.
     input_name
         The input the mini-batch comes from.
+    dataset
+        A Dataset of this mini-batch's own data, named as its input (as Azure's "subset of
+        the input dataset"): its files (file inputs) or the file its rows come from
+        (tabular); None for an in-memory DataFrame input.
     """
 
     def __init__(self, mini_batch_id: str, attempt: int, input_name: str,
-                 partition_key_value: dict | None = None) -> None:
+                 partition_key_value: dict | None = None, dataset: Any = None) -> None:
         self.mini_batch_id = mini_batch_id
         self.attempt = attempt
         self.input_name = input_name
         self.partition_key_value = partition_key_value
+        self.dataset = dataset
 
     def __repr__(self) -> str:
         return (f"MiniBatchContext(mini_batch_id={self.mini_batch_id!r}, "

@@ -20,6 +20,7 @@ from typing import Any
 import cloudpickle
 
 from daskprs.commit import task_name
+from daskprs.compat import add_shim_to_path, model_variables
 from daskprs.entry_script import (
     ENV_AGENT_NAME,
     ENV_LOG_DIR,
@@ -124,10 +125,13 @@ def _script_context(spec: JobSpec, log_dir: str, output_dir: str) -> Iterator[An
     os.environ.update({k: str(v) for k, v in spec.environment_variables.items()})
     os.environ.update({ENV_AGENT_NAME: AGENT, ENV_LOG_DIR: log_dir, ENV_OUTPUT_DIR: output_dir,
                        ENV_LOG_LEVEL: spec.logging_level, ENV_WORKING_DIR: cwd})
+    os.environ.update(model_variables(spec.models, os.path.join(
+        tempfile.gettempdir(), f"daskprs-{spec.run_id}-models"), output_dir))
     try:
         os.chdir(cwd)
         if spec.source_directory:
             sys.path.insert(0, spec.source_directory)
+        add_shim_to_path()  # sys.path is restored below
         if spec.script_object is not None:
             sys.argv = ["entry_script", *arguments]
             script = cloudpickle.loads(spec.script_object)

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from daskprs import commit as commit_protocol
+from daskprs.azure_arguments import report_ignored_options
+from daskprs.azure_models import model_listing
 from daskprs.cluster import starts_local_cluster
 from daskprs.commit import StateStore
 from daskprs.datasets import FileDataset, TabularDataset
@@ -74,6 +76,7 @@ class PreparedJob:
     arguments: list[str]
     inputs: list[Any]
     remote_side_inputs: tuple[tuple[str, dict[str, Any]], ...] = ()
+    models: tuple[tuple[str, str, dict[str, Any]], ...] = ()
 
 
 def prepare(step: ParallelRunStep) -> PreparedJob:
@@ -105,13 +108,19 @@ def prepare(step: ParallelRunStep) -> PreparedJob:
     arguments = [_argument_text(a) for a in step.arguments]
     storage = [d.storage_options for d in step.inputs] + [step.output_storage_options]
     formats = [getattr(d, "partition_format", None) for d in step.inputs]
+    models = tuple((m.name, m.url, resolve_options(m.storage_options, f"models.{m.name}"))
+                   for m in step.models)
+    with input_errors(", ".join(m[1] for m in models)):
+        model_digest = [listing_digest(model_listing(models))] if models else []
     fingerprint = job_fingerprint(step.parallel_run_config, arguments,
-                                  [plan.listing_digest(), listing_digest(side_listing)],
-                                  output.url,
-                                  [*storage, {"partition_format": formats}])
+                                  [plan.listing_digest(), listing_digest(side_listing),
+                                   *model_digest], output.url,
+                                  [*storage, {"partition_format": formats},
+                                   *([{"models": {m[0]: m[1] for m in models}}] if models
+                                     else [])])
     remote_sides = tuple((Location(d.paths[0]).url, d.storage_options) for d in side_inputs
                          if len(d.paths) == 1 and is_remote(d.paths[0], d.storage_options))
-    return PreparedJob(step, plan, output, fingerprint, arguments, inputs, remote_sides)
+    return PreparedJob(step, plan, output, fingerprint, arguments, inputs, remote_sides, models)
 
 
 def _argument_text(argument: Any) -> str:
@@ -212,6 +221,7 @@ def _execute(prepared: PreparedJob, logs: LogFolder, run_id: str, client: Any,
     assembler = make_assembler(config.output_action, prepared.output,
                                config.append_row_file_name, total, run_id)
     write_readme(logs, config.output_action, config.append_row_file_name)
+    report_ignored_options(step.arguments)  # into logs/sys/client.txt
     status, reason = CANCELED, "interrupted (Ctrl-C or SIGTERM)"
     runs = [*earlier, run_id]
 
@@ -340,7 +350,7 @@ def _job_spec(prepared: PreparedJob, run_id: str) -> JobSpec:
                    append_row_separator=config.append_row_separator,
                    run_invocation_timeout=config.run_invocation_timeout,
                    run_max_try=config.run_max_try, logging_level=config.logging_level,
-                   remote_side_inputs=prepared.remote_side_inputs,
+                   remote_side_inputs=prepared.remote_side_inputs, models=prepared.models,
                    secrets=tuple(known_secrets()))
 
 

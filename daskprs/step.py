@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from daskprs.addresses import AddressError, address_fix, scheduler_address
+from daskprs.azure_arguments import apply_azure_options
+from daskprs.azure_models import ModelSource, check_models
 from daskprs.config import ParallelRunConfig
 from daskprs.datasets import DatasetBase, FileDataset, TabularDataset
 from daskprs.errors import ConfigError, Problem
@@ -29,13 +31,6 @@ from daskprs.storage import normalize_url
 from daskprs.validation import Checker
 
 STEP_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-RESERVED_ARGUMENTS = ("mini_batch_size", "error_threshold", "allowed_failed_count",
-                      "allowed_failed_percent", "output", "output_action", "logging_level",
-                      "process_count_per_node", "run_invocation_timeout", "run_max_try",
-                      "append_row_file_name")
-# where the user sets a reserved option that is not a ParallelRunConfig parameter
-_RESERVED_FIX = {"output": "Give the folder with the top-level output: key (YAML) or "
-                           "ParallelRunStep(output=...), or rename the option"}
 
 
 class ParallelRunStep:
@@ -60,13 +55,17 @@ class ParallelRunStep:
         The entry script's ``sys.argv[1:]``; Dataset items become local paths.
     allow_reuse
         Reuse a completed identical job, resume an interrupted one.
+    models
+        ``{name: path or URL}`` (or ``{name: {path: ..., storage_options: ...}}``): what
+        ``azureml.core.Model.get_model_path(name)`` returns in the entry script.
     """
 
     def __init__(self, name: str, parallel_run_config: ParallelRunConfig,
                  inputs: Sequence[DatasetBase], output: str | None = None,
                  output_storage_options: dict[str, Any] | None = None,
                  side_inputs: Sequence[DatasetBase] | None = None,
-                 arguments: Sequence[Any] | None = None, allow_reuse: bool = True) -> None:
+                 arguments: Sequence[Any] | None = None, allow_reuse: bool = True,
+                 models: dict[str, Any] | None = None) -> None:
         checker = Checker()
         if parallel_run_config is None:
             checker.add("parallel_run_config", "is required", None,
@@ -75,10 +74,12 @@ class ParallelRunStep:
             checker.add("inputs", "is required", None,
                         "Pass inputs=[Dataset.Tabular.from_parquet_files('data/*.parquet')]")
         values = check_step(checker, name, parallel_run_config, inputs, output,
-                            output_storage_options, side_inputs, arguments, allow_reuse)
+                            output_storage_options, side_inputs, arguments, allow_reuse,
+                            models=models)
         checker.raise_if_any()
         self.name: str = name
-        self.parallel_run_config: ParallelRunConfig = parallel_run_config
+        # Azure's own options in arguments may set parameters (daskprs.azure_arguments)
+        self.parallel_run_config: ParallelRunConfig = values["config"] or parallel_run_config
         self.inputs: list[DatasetBase] = values["inputs"]
         self.side_inputs: list[DatasetBase] = values["side_inputs"]
         self.output: str = values["output"]
@@ -86,6 +87,7 @@ class ParallelRunStep:
         self.arguments: list[Any] = list(arguments or [])
         self.allow_reuse = allow_reuse
         self.mini_batch_size: MiniBatchSize = values["mini_batch_size"]
+        self.models: tuple[ModelSource, ...] = values["models"]
 
     @property
     def kind(self) -> str:
@@ -168,15 +170,17 @@ def _client_address(client: Any) -> Any:
 def check_step(checker: Checker, name: Any, config: Any, inputs: Any, output: Any,
                output_storage_options: Any, side_inputs: Any, arguments: Any,
                allow_reuse: Any, output_action: str | None = None,
-               config_prefix: str = "") -> dict[str, Any]:
+               config_prefix: str = "", models: Any = None,
+               models_base: str | None = None) -> dict[str, Any]:
     """Check a step's parameters; return normalized values.
 
     ``config`` or ``inputs`` None means they were reported already (the YAML loader
     checks the ``parallel_run_config`` section itself); ``output_action`` then comes
     from the raw section, and ``config_prefix`` names config parameters in messages.
+    ``models_base``: the folder relative model paths start from (the YAML file's).
     """
     values: dict[str, Any] = {"inputs": [], "side_inputs": [], "output": None,
-                              "mini_batch_size": None}
+                              "mini_batch_size": None, "config": None, "models": ()}
     check_name(checker, name)
     if config is not None and not isinstance(config, ParallelRunConfig):
         checker.add("parallel_run_config", "must be a ParallelRunConfig", type(config).__name__,
@@ -207,7 +211,13 @@ def check_step(checker: Checker, name: Any, config: Any, inputs: Any, output: An
     if output_storage_options is not None and not isinstance(output_storage_options, dict):
         checker.add("output_storage_options", "must be a mapping", output_storage_options,
                     "Use output_storage_options={'key': ..., 'secret': ...}")
+    if isinstance(config, ParallelRunConfig):
+        config = apply_azure_options(checker, config, arguments,
+                                     config_prefix or "parallel_run_config.")
+        values["config"] = config
     _check_arguments(checker, arguments)
+    values["models"] = check_models(checker, models, getattr(config, "script_path", None),
+                                    models_base)
     if not isinstance(allow_reuse, bool):
         checker.add("allow_reuse", "must be true or false", allow_reuse, "Use True or False")
     if len(kinds) == 1 and isinstance(config, ParallelRunConfig):
@@ -277,13 +287,7 @@ def _check_arguments(checker: Checker, arguments: Any) -> None:
             checker.add(f"arguments[{position}]", "must be a string or number", item,
                         f"Quote it: '{item}'" if item is not None else "Quote it: 'null'")
         elif isinstance(item, (DatasetBase, str, int, float)):
-            text = str(item)
-            for reserved in RESERVED_ARGUMENTS:
-                if text == f"--{reserved}" or text.startswith(f"--{reserved}="):
-                    checker.add(f"arguments[{position}]", "is reserved: it names a "
-                                "ParallelRunStep setting", item, _RESERVED_FIX.get(
-                                    reserved, f"Set {reserved} in parallel_run_config, or "
-                                    f"rename the option"))
+            continue  # Azure's own options are read by daskprs.azure_arguments
         else:
             checker.add(f"arguments[{position}]", "must be a string or number",
                         type(item).__name__, "Pass str(value)")

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from daskprs.azure import is_azure_document
 from daskprs.config import PARAMETERS, config_from_mapping
 from daskprs.datasets import Dataset, DatasetBase
 from daskprs.errors import ConfigError, Problem
@@ -21,7 +22,7 @@ from daskprs.step import ParallelRunStep, check_step
 from daskprs.validation import Checker, did_you_mean
 
 STEP_KEYS = ("name", "inputs", "side_inputs", "output", "arguments", "allow_reuse",
-             "parallel_run_config")
+             "parallel_run_config", "models")
 INPUT_KEYS = ("name", "type", "format", "path", "separator", "header", "dtype",
               "partition_format", "mode", "storage_options")
 _FORMAT_ALIASES = {"csv": "delimited", "tsv": "delimited", "txt": "delimited",
@@ -31,9 +32,13 @@ _SIDE_INPUT = re.compile(r"\$\{\{\s*side_inputs\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}
 
 
 def load_step(path: str, overrides: list[str] | tuple[str, ...] = (),
+              data_table: str | None = None, job: str | None = None,
               data: dict[str, Any] | None = None) -> ParallelRunStep:
     """Read a step's YAML config, apply ``--set`` overrides, validate everything.
 
+    An Azure ML v2 file (a ``type: parallel`` job or parallel component, or one parallel
+    node ``job`` of a ``type: pipeline`` file) is mapped by :mod:`daskprs.azure.job`;
+    ``data_table`` is then its data table (default: ``azureml_data.yaml`` next to it).
     ``data``: the step's mapping when it is part of a larger file (a pipeline's step);
     ``path`` then names that file and anchors relative paths.
 
@@ -43,6 +48,14 @@ def load_step(path: str, overrides: list[str] | tuple[str, ...] = (),
         Listing every problem with its file and key.
     """
     data = _read(path) if data is None else copy.deepcopy(data)
+    if is_azure_document(data):
+        from daskprs.azure.job import load_azure_step
+
+        return load_azure_step(path, data, overrides, data_table, job)
+    if data_table is not None or job is not None:
+        raise ConfigError([Problem("--data-table" if data_table is not None else "--job",
+                                   "command line", "applies to Azure v2 YAML only",
+                                   data_table or job, "Leave it out for a daskprs config")])
     set_keys: set[str] = set()
     problems: list[Problem] = []
     for override in overrides:
@@ -80,16 +93,21 @@ def load_step(path: str, overrides: list[str] | tuple[str, ...] = (),
     given = data.get("inputs")
     reported = isinstance(given, list) and given and not inputs
     step_checker = Checker(source_of)
-    check_step(step_checker, data.get("name"), config, None if reported else inputs, output,
-               output_options, side_inputs, arguments, allow_reuse,
-               output_action=prc.get("output_action"), config_prefix="parallel_run_config.")
+    models_from_set = any(k == "models" or k.startswith("models.") for k in set_keys)
+    values = check_step(step_checker, data.get("name"), config,
+                        None if reported else inputs, output, output_options, side_inputs,
+                        arguments, allow_reuse, output_action=prc.get("output_action"),
+                        config_prefix="parallel_run_config.", models=data.get("models"),
+                        models_base=None if models_from_set else folder)
     checker.extend(step_checker.problems)
     checker.raise_if_any()
     assert config is not None
     return ParallelRunStep(name=data["name"], parallel_run_config=config, inputs=inputs,
                            output=output, output_storage_options=output_options,
                            side_inputs=side_inputs, arguments=arguments,
-                           allow_reuse=allow_reuse)
+                           allow_reuse=allow_reuse,
+                           models={m.name: {"path": m.url, "storage_options": m.storage_options}
+                                   for m in values["models"]} or None)
 
 
 def _read(path: str) -> dict[str, Any]:

@@ -13,6 +13,17 @@ the glob's part before its first wildcard); a leading ``/`` is ignored. It must 
 path to its end, except that a trailing ``/`` takes every file below:
 ``"/{region}/{day}/"`` matches ``north/2024-01-02/a/b.png``, and ``"{region}/{day}/*.png"``
 matches ``north/2024-01-02/b.png`` only.
+
+As on Azure, where the format "starts from the position of the first partition key until the
+end of the file path" and may begin with folders of the path, a format that starts with
+literal folder names and does not match the relative path is matched against it with as
+many of the input root's last folders in front, the nearest first:
+``"dataset_partition_test/{user}/{season}/{genres}.wav"`` matches the file
+``user1/winter/disco.wav`` of the input ``data/dataset_partition_test/*/*/*.wav`` (or of
+the folder ``data/dataset_partition_test``) as well as
+``dataset_partition_test/user1/winter/disco.wav`` of the input ``data``. Only literal
+folders are taken from the root, never a field's value: ``"/{region}/{day}/"`` still needs
+both levels below the root.
 """
 
 from __future__ import annotations
@@ -45,22 +56,33 @@ class PartitionFormat:
         The compiled regular expression a relative path must match in full.
     dates
         For each datetime field, its date tokens in order (``("yyyy", "MM", "dd")``).
+    leading
+        How many folders the format starts with that hold no field or wildcard: the most
+        folders of the input root a path may be matched with.
     """
 
     text: str
     fields: tuple[str, ...]
     pattern: re.Pattern[str]
     dates: dict[str, tuple[str, ...]]
+    leading: int = 0
 
-    def values(self, relative: str) -> dict[str, FieldValue] | None:
+    def values(self, relative: str, url: str | None = None) -> dict[str, FieldValue] | None:
         """The fields of one path (relative to its input root), or None if it does not match.
+
+        ``url``: the file's whole path; when the relative path does not match, it is tried
+        with the root's folders in front, one more at a time, up to :attr:`leading`.
 
         Raises
         ------
         ValueError
             When a datetime field holds an impossible date (month 13).
         """
-        match = self.pattern.fullmatch(relative.lstrip("/"))
+        match = None
+        for candidate in _candidates(relative, url, self.leading):
+            match = self.pattern.fullmatch(candidate)
+            if match is not None:
+                break
         if match is None:
             return None
         found: dict[str, FieldValue] = {}
@@ -74,6 +96,20 @@ class PartitionFormat:
             else:
                 found[name] = match.group(name)
         return found
+
+
+def _candidates(relative: str, url: str | None, most: int) -> list[str]:
+    """``relative``, then ``relative`` with one, two, ... (up to ``most``) folders of its
+    root in front."""
+    relative = relative.lstrip("/")
+    found = [relative]
+    if url is None or not url.endswith(relative):
+        return found
+    root = url[:len(url) - len(relative)].split("://", 1)[-1].strip("/")
+    folders = [f for f in root.split("/") if f]
+    for count in range(1, min(most, len(folders)) + 1):
+        found.append("/".join([*folders[-count:], relative]))
+    return found
 
 
 def parse_partition_format(text: str) -> PartitionFormat:
@@ -115,7 +151,12 @@ def parse_partition_format(text: str) -> PartitionFormat:
         raise ValueError("has no field; name each folder level to use, e.g. '/{region}/{day}/'")
     if trailing:
         regex.append("/.+")
-    return PartitionFormat(text, tuple(fields), re.compile("".join(regex)), dates)
+    leading = 0
+    for segment in body.split("/")[:-1]:
+        if FIELD.search(segment) or any(c in segment for c in "*?{}"):
+            break
+        leading += 1
+    return PartitionFormat(text, tuple(fields), re.compile("".join(regex)), dates, leading)
 
 
 def _literal(text: str) -> str:

@@ -137,7 +137,7 @@ def plan_keyed_files(datasets: list[FileDataset], split: PartitionKeys) -> Plan:
         unmatched = []
         for listed in files:
             try:
-                fields = layout.values(listed.relative)
+                fields = layout.values(listed.relative, listed.url)
             except ValueError as exc:
                 raise InputError(f"{where}: {listed.url} holds an impossible date ({exc}), "
                                  f"got {layout.text!r}. Fix the folder name or the format."

@@ -19,6 +19,7 @@ from typing import Any
 
 from distributed import WorkerPlugin
 
+from daskprs.compat import model_variables
 from daskprs.entry_script import (
     ENV_AGENT_NAME,
     ENV_LOG_DIR,
@@ -224,6 +225,8 @@ class RunnerPlugin(WorkerPlugin):
                     ENV_OUTPUT_DIR: self.files.output_dir, ENV_LOG_LEVEL: self.spec.logging_level,
                     ENV_WORKING_DIR: self.spec.source_directory or os.path.join(
                         self.local_dir, "work")})
+        env.update(model_variables(self.spec.models, os.path.join(self.local_dir, "models"),
+                                   self.files.output_dir))  # Azure's, for azureml.core
         path = env.get("PYTHONPATH", "")
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, path) if p)
         return env

@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from multiprocessing.connection import Connection
 from typing import Any
 
+from daskprs.compat import add_shim_to_path
 from daskprs.result_check import check_result
 from daskprs.storage.secrets import RedactingStream, redact, remember
 
@@ -117,6 +118,7 @@ def _load_script(settings: dict[str, Any]) -> Any:
     for folder in (settings["source_directory"], settings["cwd"]):
         if folder and folder not in sys.path:
             sys.path.insert(0, folder)
+    add_shim_to_path()  # azureml.core for Azure scripts, unless the real one is installed
     if settings["script_object"] is not None:
         import cloudpickle
 

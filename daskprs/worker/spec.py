@@ -45,6 +45,9 @@ class JobSpec:
     remote_side_inputs
         ``(url, storage_options)`` of side inputs on object storage: each worker downloads
         them once and passes local paths in ``arguments`` instead of the URLs.
+    models
+        ``(name, url, storage_options)`` of the step's ``models`` (what
+        ``Model.get_model_path`` returns); remote ones are downloaded once per worker.
     """
 
     run_id: str
@@ -64,6 +67,7 @@ class JobSpec:
     owned_cluster: bool = True
     secrets: tuple[str, ...] = ()
     remote_side_inputs: tuple[tuple[str, dict[str, Any]], ...] = ()
+    models: tuple[tuple[str, str, dict[str, Any]], ...] = ()
 
     @property
     def plugin_name(self) -> str:

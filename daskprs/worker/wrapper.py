@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from daskprs.commit import StateStore
+from daskprs.compat import mini_batch_dataset
 from daskprs.entry_script import MiniBatchContext
 from daskprs.inputs.plan import MiniBatch
 from daskprs.inputs.tabular import MINI_BATCH, READ_ERROR, read_mini_batch
@@ -226,7 +227,8 @@ def _attempt(plugin: Any, mini_batch: MiniBatch, number: int, data: Any,
         outcome = Outcome("ok", value=[])
     else:
         context = MiniBatchContext(mini_batch.id, number, mini_batch.input_name,
-                                   mini_batch.partition_key_value)
+                                   mini_batch.partition_key_value,
+                                   dataset=mini_batch_dataset(mini_batch))
         outcome = plugin.run_attempt(data, context)
     if outcome.status == "ok" and result_length(outcome.value) > items:
         outcome = Outcome("error", pid=outcome.pid, seconds=outcome.seconds, error=(

@@ -303,17 +303,25 @@ CASES = [
                       sets=("name=[x",), via="set"),
                  id="--set value with an unclosed bracket"),
     # arguments
-    pytest.param(Case(top(arguments=["--output", "elsewhere"]), "arguments[0]", "--output",
-                      "Give the folder with the top-level output: key (YAML) or "
-                      "ParallelRunStep(output=...), or rename the option"),
-                 id="reserved argument --output"),
+    pytest.param(Case(top(arguments=["--error_threshold", "5"]), "arguments[0]",
+                      "--error_threshold 5",
+                      "Remove --error_threshold from arguments, or set "
+                      "parallel_run_config.error_threshold to 5"),
+                 id="Azure option conflicting with the config"),
     pytest.param(Case(top(arguments=["--model", "m.joblib", "--mini_batch_size=5"]),
-                      "arguments[2]", "--mini_batch_size=5",
-                      "Set mini_batch_size in parallel_run_config"),
-                 id="reserved argument --mini_batch_size=5"),
-    pytest.param(Case(unchanged, "arguments[0]", "--output", "or rename the option",
-                      sets=("arguments=[--output, elsewhere]",), via="--set arguments"),
-                 id="reserved argument via --set arguments"),
+                      "arguments[2]", "--mini_batch_size 5",
+                      "or set parallel_run_config.mini_batch_size to 5"),
+                 id="Azure option --mini_batch_size=5 conflicting with the config"),
+    pytest.param(Case(unchanged, "arguments[0]", "--error_threshold 7",
+                      "Remove --error_threshold from arguments",
+                      sets=("arguments=[--error_threshold, 7]",), via="--set arguments"),
+                 id="Azure option via --set arguments conflicting with the config"),
+    pytest.param(Case(top(arguments=["--allowed_failed_percent", "lots"]), "arguments[0]",
+                      "--allowed_failed_percent lots", "e.g. --allowed_failed_percent 100"),
+                 id="Azure option with a value that does not parse"),
+    pytest.param(Case(top(arguments=["--model", "m.joblib", "--run_max_try"]), "arguments[2]",
+                      "--run_max_try", "Write it as '--run_max_try VALUE'"),
+                 id="Azure option without a value"),
     pytest.param(Case(unchanged, "arguments[1]", True, "Quote it",
                       sets=("arguments.1=true",), via="--set arguments[1]"),
                  id="bool argument via --set arguments.1"),
@@ -578,7 +586,7 @@ def test_step_problems_are_reported_together_with_parallel_run_config_problems(
     make_project(tmp_path)
     config = copy.deepcopy(BASE_CONFIG)
     config["parallel_run_config"]["run_max_try"] = 0
-    config["arguments"] = ["--output", "elsewhere"]
+    config["arguments"] = ["elsewhere", "--output"]
     config["inputs"].append({"name": "table", "type": "tabular", "format": "parquet",
                              "path": "data"})
     config_path = write_config(tmp_path, config)

@@ -256,13 +256,13 @@ def test_step_keyword_problems_are_reported_together(script: Path, tmp_path: Pat
     with pytest.raises(ConfigError) as caught:
         ParallelRunStep(name="Score", parallel_run_config=config,
                         inputs=[data.as_named_input("t"), data.as_named_input("t")],
-                        output=str(tmp_path / "out"), arguments=["--output", True],
+                        output=str(tmp_path / "out"), arguments=["--run_max_try", True],
                         allow_reuse="yes")
 
     assert [(p.parameter, p.value) for p in caught.value.problems] == [
         ("name", "Score"),
         ("inputs", "t"),
-        ("arguments[0]", "--output"),
+        ("arguments[0]", "--run_max_try"),
         ("arguments[1]", True),
         ("allow_reuse", "yes"),
     ]
