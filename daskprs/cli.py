@@ -81,8 +81,8 @@ def run(config: str, overrides: tuple[str, ...], scheduler: str | None, progress
     _log_to_stderr()
     _quiet_distributed()
     _cancel_on_signals()
-    if _is_pipeline(config):
-        _run_pipeline(config, overrides, scheduler, progress)
+    if _is_pipeline(config, job):
+        _run_pipeline(config, overrides, scheduler, progress, data_table)
     try:
         step, scheduler = _load(config, overrides, scheduler, data_table, job)
         result = step.run(client=scheduler, progress=progress)
@@ -113,8 +113,8 @@ def validate(config: str, overrides: tuple[str, ...], data_table: str | None = N
              job: str | None = None) -> None:
     """Check CONFIG without running it: inputs listed, script parsed; creates nothing."""
     _log_to_stderr()
-    if _is_pipeline(config):
-        _validate_pipeline(config, overrides)
+    if _is_pipeline(config, job):
+        _validate_pipeline(config, overrides, data_table)
     from daskprs.yaml_config import load_step
 
     try:
@@ -172,21 +172,23 @@ def _load(config: str, overrides: tuple[str, ...], scheduler: str | None,
     return step, scheduler
 
 
-def _is_pipeline(config: str) -> bool:
+def _is_pipeline(config: str, job: str | None) -> bool:
+    """A pipeline file, run whole (``--job`` runs one parallel node of an Azure pipeline)."""
     from daskprs.pipeline.yaml_loader import is_pipeline_file
 
-    return is_pipeline_file(config)
+    return job is None and is_pipeline_file(config)
 
 
 def _run_pipeline(config: str, overrides: tuple[str, ...], scheduler: str | None,
-                  progress: bool) -> None:
+                  progress: bool, data_table: str | None) -> None:
     """``daskprs run`` of a pipeline file: the table of steps; exit 0 when every step
     completed, 1 when one failed, 2 for a problem found before any step ran."""
-    from daskprs.pipeline.yaml_loader import load_pipeline
+    from daskprs.pipeline.yaml_loader import load_any_pipeline
 
     try:
         address = _scheduler_address(scheduler)
-        result = load_pipeline(config, overrides).run(client=address, progress=progress)
+        result = load_any_pipeline(config, overrides, data_table).run(client=address,
+                                                                      progress=progress)
     except KeyboardInterrupt:
         click.echo("Canceled: interrupted; committed mini-batches are kept.", err=True)
         sys.exit(EXIT_INTERRUPTED)
@@ -202,11 +204,12 @@ def _run_pipeline(config: str, overrides: tuple[str, ...], scheduler: str | None
     sys.exit(EXIT_COMPLETED if result.status == COMPLETED else EXIT_FAILED)
 
 
-def _validate_pipeline(config: str, overrides: tuple[str, ...]) -> None:
-    from daskprs.pipeline.yaml_loader import load_pipeline
+def _validate_pipeline(config: str, overrides: tuple[str, ...], data_table: str | None
+                       ) -> None:
+    from daskprs.pipeline.yaml_loader import load_any_pipeline
 
     try:
-        plan = load_pipeline(config, overrides).validate()
+        plan = load_any_pipeline(config, overrides, data_table).validate()
     except DaskprsError as exc:
         click.echo(redact(f"error: {exc}"), err=True)
         sys.exit(exc.exit_code)

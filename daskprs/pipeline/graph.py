@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daskprs.errors import ConfigError, Problem
+from daskprs.pipeline.deferred import DeferredStep
 from daskprs.pipeline.placeholders import marker_name, markers_in
 from daskprs.pipeline.script_step import PythonScriptStep
 from daskprs.step import ParallelRunStep
 from daskprs.validation import did_you_mean
 
-STEP_TYPES = (ParallelRunStep, PythonScriptStep)
+STEP_TYPES = (ParallelRunStep, PythonScriptStep, DeferredStep)
 
 
 @dataclass
@@ -36,7 +37,21 @@ class StepNode:
     @property
     def kind(self) -> str:
         """``parallel`` or ``script``."""
-        return "parallel" if isinstance(self.step, ParallelRunStep) else "script"
+        return "script" if isinstance(self.step, PythonScriptStep) else "parallel"
+
+    @property
+    def compute_target(self) -> Any:
+        """Where a parallel step runs (None for a script step)."""
+        config = getattr(self.step, "parallel_run_config", None)
+        return getattr(config, "compute_target", None)
+
+    @property
+    def cluster_size(self) -> tuple[int, int]:
+        """Processes and nodes of the cluster a pipeline starts for a parallel step."""
+        if isinstance(self.step, DeferredStep):
+            return self.step.processes, self.step.node_count
+        config = self.step.parallel_run_config
+        return config.processes, config.node_count
 
 
 @dataclass
@@ -134,6 +149,10 @@ def build_graph(steps: Any, source: str = "keyword argument",
 
 def _node(step: Any) -> StepNode:
     node = StepNode(step)
+    if isinstance(step, DeferredStep):
+        node.produces.update(step.produces)
+        node.reads.extend(step.reads)
+        return node
     if isinstance(step, ParallelRunStep):
         for marker in markers_in(step.output):
             node.produces[marker] = marker_name(marker)

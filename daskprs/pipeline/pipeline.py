@@ -8,10 +8,12 @@ from typing import Any
 
 from daskprs.errors import ConfigError, Problem
 from daskprs.main_guard import refuse_unguarded_call, refuse_worker_import
+from daskprs.pipeline.deferred import DeferredStep
 from daskprs.pipeline.graph import Graph, build_graph
 from daskprs.pipeline.placeholders import markers_in
 from daskprs.pipeline.resolve import Folders
 from daskprs.pipeline.result import PipelineResult
+from daskprs.pipeline.script_step import PythonScriptStep
 from daskprs.step import ParallelRunStep
 
 DEFAULT_ROOT = "daskprs-runs/pipeline"
@@ -89,7 +91,12 @@ class Pipeline:
         plans = {}
         for name in self.graph.order:
             step = self.graph.nodes[name].step
-            if not isinstance(step, ParallelRunStep):
+            if isinstance(step, DeferredStep):
+                step = step.prebuilt
+                if step is None:
+                    plans[name] = "parallel job, read when the steps before it have run"
+                    continue
+            if isinstance(step, PythonScriptStep):
                 plans[name] = f"script {step.script_name}"
             elif any(markers_in(d) for d in [*step.inputs, *step.side_inputs]):
                 resolved = self.folders.parallel_step(step)
@@ -157,7 +164,7 @@ def _check_one_target(graph: Graph, source: str) -> None:
     targets: dict[str, Any] = {}
     for node in graph.nodes.values():
         if node.kind == "parallel":
-            targets[node.name] = node.step.parallel_run_config.compute_target
+            targets[node.name] = node.compute_target
     distinct = {repr(t) for t in targets.values()}
     if len(distinct) > 1:
         first = next(iter(targets))

@@ -63,15 +63,17 @@ class Folders:
                            paths=(folder,), partition_format=dataset.partition_format,
                            mode=dataset.mode)
 
-    def parallel_step(self, step: ParallelRunStep) -> ParallelRunStep:
-        """A copy of ``step`` with every placeholder replaced."""
+    def parallel_step(self, step: ParallelRunStep, allow_reuse: bool = True
+                      ) -> ParallelRunStep:
+        """A copy of ``step`` with every placeholder replaced; ``allow_reuse=False`` turns
+        its reuse off (a step it reads from ran again)."""
         return ParallelRunStep(
             name=step.name, parallel_run_config=step.parallel_run_config,
             inputs=[self.dataset(d) for d in step.inputs],
             output=self.text(step.output), output_storage_options=step.output_storage_options,
             side_inputs=[self.dataset(d) for d in step.side_inputs],
             arguments=[self.text(a) if markers_in(a) else a for a in step.arguments],
-            allow_reuse=step.allow_reuse)
+            allow_reuse=step.allow_reuse and allow_reuse)
 
     def script_arguments(self, step: PythonScriptStep) -> list[str]:
         """The script's command-line arguments, every placeholder a folder."""

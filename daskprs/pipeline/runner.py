@@ -13,6 +13,7 @@ from typing import Any
 
 from daskprs.cluster import connect
 from daskprs.errors import DaskprsError
+from daskprs.pipeline.deferred import DeferredStep
 from daskprs.pipeline.graph import Graph, StepNode
 from daskprs.pipeline.resolve import Folders
 from daskprs.pipeline.result import SKIPPED, PipelineResult, ScriptResult, StepOutcome
@@ -29,7 +30,7 @@ def cluster_target(graph: Graph, client: Any) -> Any:
     if client is not None:
         return client
     for node in _parallel(graph):
-        return node.step.parallel_run_config.compute_target
+        return node.compute_target
     return None
 
 
@@ -40,8 +41,8 @@ def pipeline_client(graph: Graph, target: Any) -> Iterator[Any]:
     if not parallel or target == "inline":
         yield target
         return
-    processes = max(n.step.parallel_run_config.processes for n in parallel)
-    nodes = max(n.step.parallel_run_config.node_count for n in parallel)
+    processes = max(n.cluster_size[0] for n in parallel)
+    nodes = max(n.cluster_size[1] for n in parallel)
     with connect(target, processes, nodes) as connection:
         yield connection.client
 
@@ -108,7 +109,14 @@ def _run_step(node: StepNode, graph: Graph, folders: Folders, outcomes: dict[str
     outcome = StepOutcome(node.name, node.kind, FAILED)
     try:
         if node.kind == "parallel":
-            result: Any = folders.parallel_step(node.step).run(client=client, progress=progress)
+            step = node.step
+            if isinstance(step, DeferredStep):
+                step = step.build(folders.of)
+            # what a step reads is in its fingerprint, except tables read into memory (an
+            # MLTable with column steps): a step that ran again reruns what reads from it
+            fresh = all(outcomes[u].reused for u in graph.upstream[node.name])
+            result: Any = folders.parallel_step(step, allow_reuse=fresh).run(
+                client=client, progress=progress)
         else:
             result = _script(node, graph, folders, outcomes)
         outcome.status, outcome.reused, outcome.result = result.status, result.reused, result

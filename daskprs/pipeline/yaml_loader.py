@@ -12,7 +12,8 @@ from typing import Any
 
 import yaml
 
-from daskprs.errors import ConfigError
+from daskprs.errors import ConfigError, Problem
+from daskprs.pipeline.azure_pipeline import is_azure_pipeline, load_azure_pipeline
 from daskprs.pipeline.pipeline import Pipeline
 from daskprs.pipeline.placeholders import OutputFileDatasetConfig, PipelineData
 from daskprs.pipeline.script_step import PythonScriptStep
@@ -27,13 +28,29 @@ REFERENCE = re.compile(r"\$\{\{\s*(steps\.([^.}\s]+)\.outputs|outputs)\.([^.}\s]
 
 
 def is_pipeline_file(path: str) -> bool:
-    """Whether the YAML file at ``path`` holds a daskprs pipeline (a ``steps:`` list)."""
+    """Whether the YAML file at ``path`` holds a daskprs pipeline (a ``steps:`` list) or an
+    Azure v2 pipeline job (``type: pipeline``)."""
     try:
         with open(path, encoding="utf-8") as handle:
             data = yaml.safe_load(handle)
     except (OSError, yaml.YAMLError):
         return False  # load_step reports it
-    return isinstance(data, dict) and isinstance(data.get("steps"), list)
+    return (isinstance(data, dict) and isinstance(data.get("steps"), list)) or \
+        is_azure_pipeline(data)
+
+
+def load_any_pipeline(path: str, overrides: list[str] | tuple[str, ...] = (),
+                      data_table: str | None = None) -> Pipeline:
+    """The pipeline of a daskprs pipeline file or an Azure v2 pipeline job file."""
+    with open(path, encoding="utf-8") as handle:
+        data = yaml.safe_load(handle)
+    if is_azure_pipeline(data):
+        return load_azure_pipeline(path, data, tuple(overrides), data_table)
+    if data_table is not None:
+        raise ConfigError([Problem("--data-table", "command line", "applies to Azure v2 "
+                                   "YAML only", data_table, "Leave it out for a daskprs "
+                                   "pipeline file")])
+    return load_pipeline(path, overrides)
 
 
 def load_pipeline(path: str, overrides: list[str] | tuple[str, ...] = ()) -> Pipeline:

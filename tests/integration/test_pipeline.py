@@ -7,12 +7,16 @@ this process) through ``daskprs run``, so each test stays a few seconds long.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -254,3 +258,83 @@ def test_steps_that_do_not_read_from_each_other_run_at_the_same_time(tmp_path: P
                                 ("both", "Completed", False)]
     assert (tmp_path / "runs" / "both" / "logs" / "stdout.txt").read_text() == \
         "['a', 'b']\n"
+
+
+SAMPLES = Path(__file__).resolve().parents[1] / "azure_samples" / "v2"
+STAND_INS = Path(__file__).resolve().parents[1] / "azure_samples" / "stand_ins"
+
+
+def azure_sample(name: str, tmp_path: Path) -> Path:
+    folder = tmp_path / name
+    shutil.copytree(SAMPLES / name, folder)
+    return folder
+
+
+def oj_sales(folder: Path, stores: tuple[int, ...], brands: tuple[str, ...], weeks: int
+             ) -> pd.DataFrame:
+    """Data of the shape of the sample's oj_sales_data.csv (left out of the vendored copy)."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame([
+        (day.strftime("%Y-%m-%d"), store, brand, int(rng.integers(5000, 20000)),
+         int(rng.integers(0, 2)), round(float(rng.uniform(1.5, 3.5)), 2), 0.0)
+        for store in stores for brand in brands
+        for day in pd.date_range("1990-06-14", periods=weeks, freq="7D")],
+        columns=["WeekStarting", "Store", "Brand", "Quantity", "Advert", "Price",
+                 "Revenue"])
+    frame["Revenue"] = frame["Quantity"] * frame["Price"]
+    (folder / "oj_sales_data").mkdir()
+    frame.to_csv(folder / "oj_sales_data" / "oj_sales_data.csv", index=False)
+    return frame
+
+
+def test_azure_1a_pipeline_partitions_then_trains_one_model_per_store_and_brand(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The vendored pipeline.yml runs as it is: its command job (partition_data.py, through
+    its component file) writes an MLTable folder that its parallel job reads by partition
+    keys. ``mltable`` is the empty stand-in (the scripts import it and use nothing)."""
+    pytest.importorskip("mlflow", reason="pip install daskprs[azure-samples]")
+    folder = azure_sample("1a_oj_sales_prediction", tmp_path)
+    stores, brands = (1000, 1001), ("dominicks", "minute.maid", "tropicana")
+    frame = oj_sales(folder, stores, brands, weeks=12)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(STAND_INS), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    monkeypatch.setenv("MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT", "1")
+    config = str(folder / "pipeline.yml")
+
+    done = CliRunner().invoke(main, ["run", config, "--scheduler", "local", "--no-progress"])
+
+    assert done.exit_code == 0, done.output
+    assert [line.split()[:4] for line in done.stdout.splitlines()[2:]] == [
+        ["partition_job", "script", "Completed", "no"],
+        ["parallel-train", "parallel", "Completed", "no"]]
+    root = folder / "daskprs-runs" / "pipeline"
+    mltable = (root / "partition_job" / "tabular_output_data" / "MLTable").read_text()
+    assert "{Store}/{Brand}/{file_name}.{extension}" in mltable
+    job = json.loads((root / "parallel-train" / "job" / "logs" / "job_result.json").read_text())
+    assert (job["status"], job["items"]["total"]) == ("Completed", len(frame))
+    assert job["mini_batches"]["succeeded"] == len(stores) * len(brands)
+    models = root / "parallel-train" / "model_folder"
+    saved = sorted(str(p.parent.relative_to(models)) for p in models.rglob("MLmodel"))
+    assert saved == sorted(f"{s}/{b.replace('.', '_')}" for s in stores for b in brands)
+
+
+def test_azure_3a_pipeline_validates_its_command_and_parallel_jobs_and_their_link(
+        tmp_path: Path) -> None:
+    """Validated, not run: prepare_data.py downloads MNIST, and digit_identification.py
+    needs TensorFlow 1 (``tf.Session``), which has no wheel for this Python."""
+    folder = azure_sample("3a_mnist_batch_identification", tmp_path)
+    (folder / "mnist_models").mkdir()
+    (folder / "azureml_data.yaml").write_text(
+        f"default_datastore: workspaceblobstore\n"
+        f"datastores:\n  workspaceblobstore: {tmp_path / 'blobs'}\n", encoding="utf-8")
+
+    done = CliRunner().invoke(main, ["validate", str(folder / "pipeline.yml")])
+
+    assert done.exit_code == 0, done.output
+    root = folder / "daskprs-runs" / "pipeline"
+    assert done.stdout.splitlines() == [
+        f"valid: pipeline of 2 steps, output root {root}",
+        "  prepare_data: script prepare_data.py",
+        f"  predict-digits-mnist (after prepare_data): ParallelRunStep reading "
+        f"{root}/prepare_data/mnist_png; output {tmp_path / 'blobs'}/predict-digits-mnist"]
+    assert not root.exists()
