@@ -18,6 +18,7 @@ from daskprs.azure.job import _step_name, load_azure_step
 from daskprs.datasets import Dataset
 from daskprs.errors import ConfigError, Problem
 from daskprs.pipeline.deferred import DeferredStep
+from daskprs.pipeline.graph import choice_fix
 from daskprs.pipeline.pipeline import Pipeline
 from daskprs.pipeline.placeholders import OutputFileDatasetConfig, PipelineData, markers_in
 from daskprs.pipeline.script_step import PythonScriptStep
@@ -67,7 +68,10 @@ def load_azure_pipeline(path: str, data: dict[str, Any], overrides: tuple[str, .
     for name, node in nodes.items():
         if node is None:
             continue
+        known = len(checker.problems)
         node = _parents(checker, name, node, outputs, parent_inputs)
+        if len(checker.problems) > known:
+            continue  # a wrong reference: the job cannot be built
         try:
             if node.get("type") == "command":
                 steps.append(_command(checker, name, node, outputs[name], table))
@@ -181,13 +185,11 @@ def _parents(checker: Checker, name: str, node: Any, outputs: dict[str, dict[str
             return str(found["path"] if isinstance(found, dict) else found)
         if job not in outputs:
             checker.add(key, "refers to a job the pipeline does not have", match.group(0),
-                        f"Use one of {', '.join(repr(j) for j in outputs)}."
-                        f"{did_you_mean(job, list(outputs))}")
+                        choice_fix("job", job, list(outputs)))
             return match.group(0)
         if output not in outputs[job]:
             checker.add(key, f"refers to an output job {job!r} does not declare",
-                        match.group(0), f"Use one of {', '.join(repr(o) for o in outputs[job])}"
-                        f".{did_you_mean(output, list(outputs[job]))}")
+                        match.group(0), choice_fix("output", output, list(outputs[job])))
             return match.group(0)
         return outputs[job][output].marker
 

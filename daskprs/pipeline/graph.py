@@ -169,6 +169,15 @@ def _node(step: Any) -> StepNode:
     return node
 
 
+def choice_fix(what: str, name: str, names: list[str]) -> str:
+    """The fix for a reference to an unknown ``what``: the names to use instead."""
+    if not names:
+        return f"Declare the {what} first"
+    if len(names) == 1:
+        return f"Use {names[0]!r}"
+    return f"Use one of {', '.join(repr(n) for n in names)}.{did_you_mean(name, names)}"
+
+
 def _unwritten(step: str, where: str, marker: str, names: list[str], source: str) -> Problem:
     name = marker_name(marker)
     hint = did_you_mean(name, names) if name not in names else \

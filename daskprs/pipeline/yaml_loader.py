@@ -14,10 +14,11 @@ import yaml
 
 from daskprs.errors import ConfigError, Problem
 from daskprs.pipeline.azure_pipeline import is_azure_pipeline, load_azure_pipeline
+from daskprs.pipeline.graph import choice_fix
 from daskprs.pipeline.pipeline import Pipeline
 from daskprs.pipeline.placeholders import OutputFileDatasetConfig, PipelineData
 from daskprs.pipeline.script_step import PythonScriptStep
-from daskprs.validation import Checker, did_you_mean
+from daskprs.validation import Checker
 
 PIPELINE_KEYS = ("steps", "output_root", "description")
 SCRIPT_KEYS = ("name", "type", "script", "source_directory", "arguments", "outputs", "params",
@@ -160,27 +161,19 @@ def _substitute(checker: Checker, value: Any, label: str, own: dict[str, Pipelin
             if output in own:
                 return own[output].marker
             checker.add(f"{label}.{where}", f"refers to an output the step {label!r} does not "
-                        f"declare", match.group(0), _choose("output", output, list(own)))
+                        f"declare", match.group(0), choice_fix("output", output, list(own)))
             return match.group(0)
         if step not in steps:
             checker.add(f"{label}.{where}", "refers to a step the pipeline does not have",
-                        match.group(0), _choose("step", step, list(steps)))
+                        match.group(0), choice_fix("step", step, list(steps)))
             return match.group(0)
         if output not in steps[step]:
             checker.add(f"{label}.{where}", f"refers to an output step {step!r} does not "
-                        f"declare", match.group(0), _choose("output", output, list(steps[step])))
+                        f"declare", match.group(0), choice_fix("output", output, list(steps[step])))
             return match.group(0)
         return steps[step][output].marker
 
     return REFERENCE.sub(marker, value)
-
-
-def _choose(what: str, name: str, names: list[str]) -> str:
-    if not names:
-        return f"Declare the {what} first"
-    if len(names) == 1:
-        return f"Use {names[0]!r}"
-    return f"Use one of {', '.join(repr(n) for n in names)}.{did_you_mean(name, names)}"
 
 
 def _script_step(checker: Checker, entry: dict[str, Any], label: str,

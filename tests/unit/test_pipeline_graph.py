@@ -268,3 +268,58 @@ def test_validate_reports_a_bad_key_of_a_pipeline_step_with_its_step(src: Path,
     assert stderr.splitlines()[1].startswith(
         "  - score.parallel_run_config.mini_batch_size (pipeline.yaml: steps[1]."
         "parallel_run_config.mini_batch_size): ")
+
+
+AZURE = """
+    type: pipeline
+    jobs:
+      prep:
+        type: command
+        code: src
+        command: python prepare.py --out ${{outputs.images}}
+        outputs:
+          images: {type: uri_folder}
+      score:
+        type: parallel
+        inputs:
+          images: {type: uri_folder, path: "${{parent.jobs.prep.outputs.imagez}}"}
+        input_data: ${{inputs.images}}
+        task: {type: run_function, code: src, entry_script: score.py}
+"""
+
+
+def test_an_azure_pipeline_names_the_job_and_the_output_it_refers_to_wrongly(
+        src: Path, tmp_path: Path) -> None:
+    code, stderr = validate(tmp_path, AZURE)
+
+    assert code == 2
+    assert stderr == (
+        "error: invalid configuration, 1 problem:\n"
+        "  - jobs.score.inputs.images.path (pipeline.yaml): refers to an output job 'prep' "
+        "does not declare, got '${{parent.jobs.prep.outputs.imagez}}'. Use 'images'.\n")
+
+
+def test_an_azure_pipeline_orders_its_command_job_before_the_parallel_job_reading_it(
+        src: Path, tmp_path: Path) -> None:
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(textwrap.dedent(AZURE.replace("imagez", "images")), encoding="utf-8")
+
+    done = CliRunner().invoke(main, ["validate", str(config)])
+
+    assert done.exit_code == 0
+    root = tmp_path / "daskprs-runs" / "pipeline"
+    assert done.stdout.splitlines() == [
+        f"valid: pipeline of 2 steps, output root {root}",
+        "  prep: script prepare.py",
+        f"  score (after prep): ParallelRunStep reading {root}/prep/images; output "
+        f"{root}/score/job"]
+
+
+def test_an_azure_command_job_must_run_a_python_script(src: Path, tmp_path: Path) -> None:
+    code, stderr = validate(tmp_path, AZURE.replace("python prepare.py", "bash prepare.sh"))
+
+    assert code == 2
+    assert stderr.splitlines()[1] == (
+        "  - jobs.prep.command (pipeline.yaml): must run a Python script (python <script> ...), "
+        "got 'bash prepare.sh --out ${{outputs.images}}'. Run other programs from a Python "
+        "script.")
