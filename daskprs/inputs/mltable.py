@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import posixpath
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import fsspec
@@ -33,6 +34,7 @@ from daskprs.datasets import Dataset, DatasetBase
 from daskprs.errors import ConfigError, InputError, Problem
 from daskprs.inputs.listing import DELIMITED_SUFFIXES, PARQUET_SUFFIXES, list_input
 from daskprs.inputs.partition_format import parse_partition_format
+from daskprs.storage.secrets import resolve_options
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +79,8 @@ def read_mltable(url: str, storage_options: dict[str, Any] | None = None,
     file = f"{folder.rstrip('/')}/{MLTABLE_FILE}"
     where = f"{file}: "
     try:
-        with fsspec.open(file, "r", encoding="utf-8", **options) as handle:
+        with fsspec.open(file, "r", encoding="utf-8",
+                         **resolve_options(options, f"{file}: storage_options")) as handle:
             spec = yaml.safe_load(handle) or {}
     except FileNotFoundError:
         raise ConfigError([Problem("MLTable", file, "does not exist", folder,
@@ -120,15 +123,6 @@ def read_mltable(url: str, storage_options: dict[str, Any] | None = None,
         return dataset
     return Dataset.Tabular.from_pandas_dataframe(
         _with_columns(dataset, settings, columns, f"{file}: transformations"))
-
-
-def is_mltable_folder(url: str, storage_options: dict[str, Any] | None = None) -> bool:
-    """Whether ``url`` is a folder holding an ``MLTable`` file."""
-    try:
-        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-        return bool(fs.exists(posixpath.join(path, MLTABLE_FILE)))
-    except Exception:  # an unreachable store: the input's listing reports it
-        return False
 
 
 def _paths(entries: Any, folder: str, options: dict[str, Any], resolve: Resolve | None,
@@ -229,7 +223,9 @@ def _with_columns(dataset: Any, settings: dict[str, Any], steps: list[tuple[str,
     logger.warning("%s: column transformations (%s) read the MLTable's files whole into the "
                    "client's memory", where, ", ".join(name for name, _ in steps))
     suffixes = PARQUET_SUFFIXES if dataset.format == "parquet" else DELIMITED_SUFFIXES
-    files = list_input(dataset.paths, dataset.storage_options, suffixes, where)
+    options = resolve_options(dataset.storage_options, f"{where}: storage_options")
+    dataset = replace(dataset, storage_options=options)
+    files = list_input(dataset.paths, options, suffixes, where)
     formats = [parse_partition_format(s.get("partition_format") if isinstance(s, dict) else s)
                for name, s in steps if name == "extract_columns_from_partition_format"]
     frames = []

@@ -191,7 +191,8 @@ class Plan:
 
 
 def add_pieces(batches: list[MiniBatch], dataset: Any, pieces: list[dict[str, Any]]) -> None:
-    """Append an input's planned pieces as mini-batches ``<input name>-<ordinal>``.
+    """Append an input's planned pieces as mini-batches ``<input name>-<ordinal>``; a piece
+    known to hold no items is dropped (a mini-batch is never planned empty).
 
     Raises
     ------
@@ -200,6 +201,7 @@ def add_pieces(batches: list[MiniBatch], dataset: Any, pieces: list[dict[str, An
     """
     from daskprs.errors import InputError
 
+    pieces = [piece for piece in pieces if piece.get("items") != 0]  # never an empty one
     if not pieces:
         raise InputError(f"input {dataset.name!r} ({dataset.describe()}) has no rows. "
                          f"Point it at data that has rows.")

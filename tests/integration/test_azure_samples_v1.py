@@ -259,7 +259,7 @@ def test_the_mnist_sample_labels_every_image_once(client: Any, tmp_path: Path) -
     for number in range(MNIST_IMAGES):
         pixels = np.zeros((28, 28), dtype=np.uint8)
         pixels[0, number % 10] = 255
-        Image.fromarray(pixels, mode="L").save(images / f"{number}.png")
+        Image.fromarray(pixels).save(images / f"{number}.png")  # 8-bit grayscale
     (tmp_path / "models").mkdir()
     mnist_model(tmp_path / "models")
 

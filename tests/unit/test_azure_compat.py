@@ -166,6 +166,24 @@ def test_an_azure_script_runs_inline_with_models_metrics_and_the_output_path(
     assert client_log.count("Azure options ignored by daskprs") == 1
 
 
+def test_a_remote_model_is_downloaded_and_its_local_path_given_to_the_script(
+        tmp_path: Path) -> None:
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/azv1-models/scorer/model.txt", b"remote-model\n")
+    src, _ = make_project(tmp_path, rows=3)
+    step = make_step(tmp_path, src, models={"scorer": "memory://azv1-models/scorer/model.txt"})
+    try:
+        result = step.run(progress=False)
+    finally:
+        fs.rm("/azv1-models", recursive=True)
+
+    assert result.status == "Completed", result.first_errors
+    lines = (tmp_path / "out" / "parallel_run_step.txt").read_text().splitlines()
+    assert lines == [f"remote-model|TabularDataset|{i}" for i in range(3)]
+
+
 def test_a_model_name_the_script_asks_for_must_be_mapped_before_anything_runs(
         tmp_path: Path) -> None:
     src, model = make_project(tmp_path)
@@ -183,6 +201,14 @@ def test_a_missing_model_file_is_an_input_error_at_validation(tmp_path: Path) ->
     step = make_step(tmp_path, src, models={"scorer": str(tmp_path / "gone.pkl")})
     with pytest.raises(InputError, match="model 'scorer'"):
         step.validate()
+
+
+def test_a_changed_model_file_changes_the_job_fingerprint(tmp_path: Path) -> None:
+    src, model = make_project(tmp_path)
+    before = make_step(tmp_path, src, models={"scorer": str(model)}).validate().fingerprint
+    model.write_text("model-v2, retrained\n", encoding="utf-8")
+    after = make_step(tmp_path, src, models={"scorer": str(model)}).validate().fingerprint
+    assert before != after
 
 
 def test_yaml_models_are_relative_to_the_yaml_file(tmp_path: Path) -> None:

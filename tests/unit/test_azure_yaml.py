@@ -284,3 +284,21 @@ def test_data_table_and_job_are_refused_for_a_daskprs_config(tmp_path: Path) -> 
 
     with pytest.raises(ConfigError, match="applies to Azure v2 YAML only"):
         load_step(str(path), job="score")
+
+
+def test_the_readme_data_table_example_loads(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from daskprs.azure.data_table import load_data_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Azure v2 YAML and MLTable\n", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "azureml_data.yaml").write_text(example, encoding="utf-8")
+
+    table = load_data_table(None, str(tmp_path))
+
+    assert table.resolve("azureml:iris@latest").url == "abfs://data/iris/v2"  # type: ignore[union-attr]
+    assert table.resolve("azureml://datastores/workspaceblobstore/paths/a/b.csv").url == (  # type: ignore[union-attr]
+        "s3://bucket/azureml/a/b.csv")
+    assert table.binding("parent.jobs.partition_job.outputs.tabular_output_data").url == (  # type: ignore[union-attr]
+        str(tmp_path / "data" / "partitioned"))

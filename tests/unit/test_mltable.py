@@ -143,3 +143,16 @@ def test_a_small_byte_size_never_plans_an_empty_mini_batch(tmp_path: Path) -> No
     assert len(plan.mini_batches) == 149  # the first line is the header
     assert [mb.items for mb in plan.mini_batches] == [1] * 149
     assert plan.total_items == 149
+
+
+def test_a_piece_known_to_hold_no_rows_is_never_a_mini_batch() -> None:
+    from daskprs.datasets import Dataset
+    from daskprs.inputs.plan import MiniBatch, add_pieces
+
+    dataset = Dataset.Tabular.from_parquet_files("x.parquet").as_named_input("t")
+    batches: list[MiniBatch] = []
+
+    add_pieces(batches, dataset, [dict(start=0, stop=5, items=5), dict(start=5, stop=5, items=0),
+                                  dict(start=5, stop=7, items=2)])
+
+    assert [(mb.id, mb.index, mb.items) for mb in batches] == [("t-0", 0, 5), ("t-1", 1, 2)]
