@@ -208,7 +208,8 @@ def _parallel_step(entry: dict[str, Any], path: str, position: int, overrides: l
     except ConfigError as exc:
         raise ConfigError([replace(p, parameter=f"{label}.{p.parameter}",
                                    source=p.source.replace(f"{path}: ", f"{path}: steps"
-                                                           f"[{position}].")) for p in
+                                                           f"[{position}].").replace(
+                                       "--set ", f"--set {label}.")) for p in
                            exc.problems]) from None
 
 
@@ -220,9 +221,10 @@ def _split_overrides(checker: Checker, overrides: list[str] | tuple[str, ...],
     for override in overrides:
         step, _, rest = override.partition(".")
         if step not in known or not rest:
-            checker.add(f"--set {override.split('=')[0]}", "must start with a step name", step,
-                        f"Use --set <step>.<key>=<value>, <step> one of "
-                        f"{', '.join(repr(n) for n in known)}")
+            checker.extend([Problem(f"--set {override.split('=')[0]}", "command line",
+                                    "must start with a step name", step,
+                                    f"Use --set <step>.<key>=<value>. "
+                                    f"{choice_fix('step', step, known)}")])
             continue
         per_step.setdefault(step, []).append(rest)
     return per_step

@@ -323,3 +323,24 @@ def test_an_azure_command_job_must_run_a_python_script(src: Path, tmp_path: Path
         "  - jobs.prep.command (pipeline.yaml): must run a Python script (python <script> ...), "
         "got 'bash prepare.sh --out ${{outputs.images}}'. Run other programs from a Python "
         "script.")
+
+
+def test_set_names_a_step_of_the_pipeline_file_and_its_key(src: Path, tmp_path: Path) -> None:
+    config = tmp_path / "pipeline.yaml"
+    text = PIPELINE.replace(', --in, "${{steps.join.outputs.joined}}"', "").replace(
+        "scoer", "score")
+    config.write_text(textwrap.dedent(text), encoding="utf-8")
+
+    done = CliRunner().invoke(main, [
+        "validate", str(config), "--set", "score.parallel_run_config.mini_batch_size=lots",
+        "--set", "scor.output=x"])
+
+    assert done.exit_code == 2
+    lines = done.stderr.splitlines()
+    assert lines[1] == (
+        "  - --set scor.output (command line): must start with a step name, got 'scor'. Use "
+        "--set <step>.<key>=<value>. Use one of 'prepare', 'score', 'join'. Did you mean "
+        "'score'?")
+    assert lines[2].startswith(
+        "  - score.parallel_run_config.mini_batch_size (--set score.parallel_run_config."
+        "mini_batch_size): must be bytes such as '1MB'")
