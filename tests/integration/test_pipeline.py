@@ -195,6 +195,13 @@ def test_daskprs_run_of_a_pipeline_file_prints_the_table_of_steps(tmp_path: Path
     assert again.exit_code == 0
     assert [line.split()[3] for line in again.stdout.splitlines()[2:]] == ["yes"] * 3
 
+    write(root / "prepare", "prepare.py", textwrap.dedent(PREPARE) + "print('prepared')\n")
+    changed = CliRunner().invoke(main, ["run", str(config), "--no-progress"])
+
+    assert changed.exit_code == 0
+    assert [line.split()[3] for line in changed.stdout.splitlines()[2:]] == ["no"] * 3
+    assert joined(root) == [(1, 0, 0), (2, 4, 8), (4, 3, 6), (6, 1, 2), (7, 5, 10), (9, 2, 4)]
+
 
 def test_a_failed_step_stops_the_steps_that_read_from_it_and_exits_1(tmp_path: Path) -> None:
     root = project(tmp_path)
