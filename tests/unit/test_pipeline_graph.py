@@ -29,12 +29,12 @@ def script(src: Path, stem: str, **kwargs: object) -> PythonScriptStep:
     return PythonScriptStep(f"{stem}.py", source_directory=str(src), **kwargs)  # type: ignore
 
 
-def scoring(src: Path, inputs: list[object], output: object, **config: object
-            ) -> ParallelRunStep:
+def scoring(src: Path, inputs: list[object], output: object,
+            arguments: list[object] | None = None, **config: object) -> ParallelRunStep:
     settings = {"append_row_separator": ",", **config}
     return ParallelRunStep(name="score", parallel_run_config=ParallelRunConfig(
         source_directory=str(src), entry_script="score.py", **settings),  # type: ignore
-        inputs=inputs, output=output)  # type: ignore[arg-type]
+        inputs=inputs, output=output, arguments=arguments)  # type: ignore[arg-type]
 
 
 def test_steps_run_after_the_steps_they_read_from_whatever_the_listed_order(src: Path) -> None:
@@ -56,7 +56,8 @@ def test_placeholders_resolve_to_folders_and_a_parallel_output_to_its_table(
         src: Path, tmp_path: Path) -> None:
     prepared, scores = PipelineData("prepared"), OutputFileDatasetConfig("scores")
     prepare = script(src, "prepare", arguments=["--out", prepared], outputs=[prepared])
-    score = scoring(src, [prepared.parse_parquet_files()], scores)
+    score = scoring(src, [prepared.parse_parquet_files()], scores,
+                    arguments=["--prepared", prepared])  # a placeholder as an argument
     join = script(src, "join", arguments=[f"--scores={scores}"],
                   inputs=[scores.read_delimited_files()])
     root = tmp_path / "runs"
@@ -68,6 +69,7 @@ def test_placeholders_resolve_to_folders_and_a_parallel_output_to_its_table(
     resolved = folders.parallel_step(score)
     assert resolved.output == f"{root}/score/scores"
     assert resolved.inputs[0].paths == (f"{root}/prepare/prepared",)
+    assert resolved.arguments == ["--prepared", f"{root}/prepare/prepared"]
     table = folders.dataset(join.inputs[0])
     assert (table.format, table.paths, table.separator, table.header) == (
         "delimited", (f"{root}/score/scores/parallel_run_step.txt",), ",", False)
@@ -344,3 +346,25 @@ def test_set_names_a_step_of_the_pipeline_file_and_its_key(src: Path, tmp_path: 
     assert lines[2].startswith(
         "  - score.parallel_run_config.mini_batch_size (--set score.parallel_run_config."
         "mini_batch_size): must be bytes such as '1MB'")
+
+
+def test_a_placeholder_name_must_be_an_identifier() -> None:
+    with pytest.raises(ConfigError) as caught:
+        PipelineData("my scores")
+
+    assert [str(p) for p in caught.value.problems] == [
+        "PipelineData(name) (keyword argument): must be letters, digits and _, not starting "
+        "with a digit, got 'my scores'. Use PipelineData('scores')."]
+
+
+def test_azure_style_arguments_are_accepted_steps_given_as_the_first_argument(src: Path
+                                                                             ) -> None:
+    prepared = PipelineData("prepared", datastore=object(), output_mode="upload")
+    prepare = PythonScriptStep("prepare.py", name="prepare_data", source_directory=str(src),
+                               compute_target="cpu-cluster", outputs=[prepared],
+                               arguments=["--out", prepared], allow_reuse=False)
+
+    pipeline = Pipeline([prepare], description="from Azure")
+
+    assert pipeline.graph.order == ["prepare_data"]
+    assert prepare.allow_reuse is False
