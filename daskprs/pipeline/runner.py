@@ -11,13 +11,14 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from daskprs.cluster import connect
+from daskprs.cluster import connect, starts_local_cluster
 from daskprs.errors import DaskprsError
 from daskprs.pipeline.deferred import DeferredStep
 from daskprs.pipeline.graph import Graph, StepNode
 from daskprs.pipeline.resolve import Folders
 from daskprs.pipeline.result import SKIPPED, PipelineResult, ScriptResult, StepOutcome
 from daskprs.pipeline.script_run import reusable, run_script, script_fingerprint
+from daskprs.requirements import check_requirements
 from daskprs.result import COMPLETED, FAILED
 
 logger = logging.getLogger(__name__)
@@ -36,15 +37,21 @@ def cluster_target(graph: Graph, client: Any) -> Any:
 
 @contextlib.contextmanager
 def pipeline_client(graph: Graph, target: Any) -> Iterator[Any]:
-    """One client for the whole pipeline (None when no step needs a cluster)."""
+    """One connection for the whole pipeline, given to every ParallelRunStep as its
+    ``client`` (so a LocalCluster the pipeline starts is the steps' own, as a step's is);
+    ``target`` itself when no step needs a cluster or the steps run inline."""
     parallel = _parallel(graph)
     if not parallel or target == "inline":
         yield target
         return
+    if starts_local_cluster(target):  # the workers share this environment: check it now
+        for node in parallel:
+            config = getattr(node.step, "parallel_run_config", None)
+            check_requirements(list(((config and config.environment) or {}).get("pip", [])))
     processes = max(n.cluster_size[0] for n in parallel)
     nodes = max(n.cluster_size[1] for n in parallel)
     with connect(target, processes, nodes) as connection:
-        yield connection.client
+        yield connection
 
 
 def run_graph(graph: Graph, folders: Folders, client: Any, progress: bool) -> PipelineResult:
