@@ -199,9 +199,7 @@ def _run_pipeline(config: str, overrides: tuple[str, ...], scheduler: str | None
         click.echo(redact(f"internal error:\n{traceback.format_exc()}"), err=True)
         sys.exit(EXIT_INTERNAL)
     click.echo(redact(result.summary()))
-    if any(s.error is not None and not isinstance(s.error, DaskprsError) for s in result.steps):
-        sys.exit(EXIT_INTERNAL)
-    sys.exit(EXIT_COMPLETED if result.status == COMPLETED else EXIT_FAILED)
+    sys.exit(result.exit_code)
 
 
 def _validate_pipeline(config: str, overrides: tuple[str, ...], data_table: str | None

@@ -7,7 +7,14 @@ import html
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from daskprs.errors import JobFailedError
+from daskprs.errors import (
+    EXIT_COMPLETED,
+    EXIT_FAILED,
+    EXIT_INTERNAL,
+    EXIT_USAGE,
+    DaskprsError,
+    JobFailedError,
+)
 from daskprs.result import CANCELED, COMPLETED, FAILED, JobResult
 
 SKIPPED = "Skipped"
@@ -93,6 +100,20 @@ class PipelineResult:
     def succeeded(self) -> bool:
         """Whether every step completed."""
         return self.status == COMPLETED
+
+    @property
+    def exit_code(self) -> int:
+        """As for a job: 0 every step completed; 3 a step raised an internal error; 2 every
+        failed step failed before its work started (configuration, input, output,
+        cluster); else 1."""
+        failed = [s for s in self.steps if s.status not in (COMPLETED, SKIPPED)]
+        if not failed:
+            return EXIT_COMPLETED
+        codes = [getattr(s.error, "exit_code", EXIT_FAILED) if s.error is not None
+                 else EXIT_FAILED for s in failed]
+        if any(not isinstance(s.error, (DaskprsError, type(None))) for s in failed):
+            return EXIT_INTERNAL
+        return EXIT_USAGE if all(c == EXIT_USAGE for c in codes) else EXIT_FAILED
 
     def __getitem__(self, name: str) -> StepOutcome:
         for outcome in self.steps:

@@ -345,3 +345,31 @@ def test_azure_3a_pipeline_validates_its_command_and_parallel_jobs_and_their_lin
         f"  predict-digits-mnist (after prepare_data): ParallelRunStep reading "
         f"{root}/prepare_data/mnist_png; output {tmp_path / 'blobs'}/predict-digits-mnist"]
     assert not root.exists()
+
+
+def test_a_step_whose_input_matches_nothing_fails_before_its_work_and_exits_2(
+        tmp_path: Path) -> None:
+    root = project(tmp_path)
+    config = write(root, "pipeline.yaml", """
+        steps:
+          - name: score
+            inputs: [{name: table, type: tabular, format: delimited, path: missing/*.csv}]
+            output: "${{outputs.scores}}"
+            parallel_run_config: {source_directory: score, entry_script: score.py,
+                                  compute_target: inline}
+          - name: join
+            type: script
+            script: join.py
+            source_directory: join
+            arguments: [--scores, "${{steps.score.outputs.scores}}"]
+    """)
+
+    done = CliRunner().invoke(main, ["run", str(config), "--no-progress"])
+
+    assert done.exit_code == 2
+    lines = done.stdout.splitlines()
+    assert [line.split()[:4] for line in lines[2:4]] == [
+        ["score", "parallel", "Failed", "no"], ["join", "script", "Skipped", "no"]]
+    assert lines[4].startswith("score: InputError: ")
+    assert lines[4].endswith("; stopped the steps that read from it: 'join'")
+    assert lines[5] == "join: not run: it reads from step 'score', which failed"
