@@ -77,7 +77,8 @@ def main() -> None:
 @_with_azure_options
 def run(config: str, overrides: tuple[str, ...], scheduler: str | None, progress: bool,
         data_table: str | None = None, job: str | None = None) -> None:
-    """Run the step described by CONFIG (a YAML file; Azure v2 parallel job YAML too)."""
+    """Run the step described by CONFIG (a YAML file; Azure v2 parallel job YAML too), or
+    every step of a pipeline file (a steps: list, or an Azure v2 type: pipeline job)."""
     _log_to_stderr()
     _quiet_distributed()
     _cancel_on_signals()
@@ -111,7 +112,8 @@ def run(config: str, overrides: tuple[str, ...], scheduler: str | None, progress
 @_with_azure_options
 def validate(config: str, overrides: tuple[str, ...], data_table: str | None = None,
              job: str | None = None) -> None:
-    """Check CONFIG without running it: inputs listed, script parsed; creates nothing."""
+    """Check CONFIG without running it: inputs listed, script parsed; creates nothing. For a
+    pipeline file: every step, every reference, no cycle."""
     _log_to_stderr()
     if _is_pipeline(config, job):
         _validate_pipeline(config, overrides, data_table)
