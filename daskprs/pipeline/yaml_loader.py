@@ -65,6 +65,11 @@ def load_pipeline(path: str, overrides: list[str] | tuple[str, ...] = ()) -> Pip
     """
     with open(path, encoding="utf-8") as handle:
         data = yaml.safe_load(handle)
+    if not isinstance(data, dict) or not isinstance(data.get("steps"), list) or \
+            not data["steps"]:
+        raise ConfigError([Problem("steps", path, "must be a non-empty list of steps",
+                                   data.get("steps") if isinstance(data, dict) else data,
+                                   "Use steps: [{name: prepare, type: script, ...}, ...]")])
     folder = os.path.dirname(os.path.abspath(path))
     checker = Checker(lambda key: path)
     checker.unknown_keys("", [k for k in data if isinstance(k, str)], PIPELINE_KEYS)
