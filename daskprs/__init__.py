@@ -31,6 +31,11 @@ _EXPORTS = {
     "InitFailedError": "daskprs.errors",
     "ClusterLostError": "daskprs.errors",
     "JobFailedError": "daskprs.errors",
+    "Pipeline": "daskprs.pipeline",
+    "PipelineData": "daskprs.pipeline",
+    "OutputFileDatasetConfig": "daskprs.pipeline",
+    "PythonScriptStep": "daskprs.pipeline",
+    "PipelineResult": "daskprs.pipeline",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -80,10 +80,17 @@ def main() -> None:
               "into the same output.")
 def run(config: str, overrides: tuple[str, ...], scheduler: str | None, progress: bool,
         retry_failed: bool, data_table: str | None = None, job: str | None = None) -> None:
-    """Run the step described by CONFIG (a YAML file; Azure v2 parallel job YAML too)."""
+    """Run the step described by CONFIG (a YAML file; Azure v2 parallel job YAML too), or
+    every step of a pipeline file (a steps: list, or an Azure v2 type: pipeline job)."""
     _log_to_stderr()
     _quiet_distributed()
     _cancel_on_signals()
+    if _is_pipeline(config, job):
+        if retry_failed:
+            click.echo("error: --retry-failed applies to one step: run it on the step's own "
+                       "YAML file (an Azure pipeline: --job NAME)", err=True)
+            sys.exit(EXIT_USAGE)
+        _run_pipeline(config, overrides, scheduler, progress, data_table)
     try:
         step, scheduler = _load(config, overrides, scheduler, data_table, job)
         result = step.run(client=scheduler, progress=progress, retry_failed=retry_failed)
@@ -114,8 +121,11 @@ def run(config: str, overrides: tuple[str, ...], scheduler: str | None, progress
 @_with_azure_options
 def validate(config: str, overrides: tuple[str, ...], data_table: str | None = None,
              job: str | None = None) -> None:
-    """Check CONFIG without running it: inputs listed, script parsed; creates nothing."""
+    """Check CONFIG without running it: inputs listed, script parsed; creates nothing. For a
+    pipeline file: every step, every reference, no cycle."""
     _log_to_stderr()
+    if _is_pipeline(config, job):
+        _validate_pipeline(config, overrides, data_table)
     from daskprs.yaml_config import load_step
 
     try:
@@ -236,6 +246,60 @@ def _load(config: str, overrides: tuple[str, ...], scheduler: str | None,
     if problems:
         raise ConfigError(problems)
     return step, scheduler
+
+
+def _is_pipeline(config: str, job: str | None) -> bool:
+    """A pipeline file, run whole (``--job`` runs one parallel node of an Azure pipeline)."""
+    from daskprs.pipeline.yaml_loader import is_pipeline_file
+
+    return job is None and is_pipeline_file(config)
+
+
+def _run_pipeline(config: str, overrides: tuple[str, ...], scheduler: str | None,
+                  progress: bool, data_table: str | None) -> None:
+    """``daskprs run`` of a pipeline file: the table of steps; exit 0 when every step
+    completed, 1 when one failed, 2 for a problem found before any step ran."""
+    from daskprs.pipeline.yaml_loader import load_any_pipeline
+
+    try:
+        address = _scheduler_address(scheduler)
+        result = load_any_pipeline(config, overrides, data_table).run(client=address,
+                                                                      progress=progress)
+    except KeyboardInterrupt:
+        click.echo("Canceled: interrupted; committed mini-batches are kept.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except DaskprsError as exc:
+        click.echo(redact(f"error: {exc}"), err=True)
+        sys.exit(exc.exit_code)
+    except Exception:
+        click.echo(redact(f"internal error:\n{traceback.format_exc()}"), err=True)
+        sys.exit(EXIT_INTERNAL)
+    click.echo(redact(result.summary()))
+    sys.exit(result.exit_code)
+
+
+def _validate_pipeline(config: str, overrides: tuple[str, ...], data_table: str | None
+                       ) -> None:
+    from daskprs.pipeline.yaml_loader import load_any_pipeline
+
+    try:
+        plan = load_any_pipeline(config, overrides, data_table).validate()
+    except DaskprsError as exc:
+        click.echo(redact(f"error: {exc}"), err=True)
+        sys.exit(exc.exit_code)
+    click.echo(str(plan))
+    sys.exit(EXIT_COMPLETED)
+
+
+def _scheduler_address(scheduler: str | None) -> str | None:
+    """``--scheduler`` with its scheme; a bad address is a ConfigError."""
+    if scheduler is None or scheduler in ("local", "inline"):
+        return scheduler
+    try:
+        return scheduler_address(scheduler)
+    except AddressError as exc:
+        raise ConfigError([Problem("--scheduler", "command line", exc.reason, scheduler,
+                                   address_fix(exc, "--scheduler {}"))]) from None
 
 
 def _cancel_on_signals() -> None:

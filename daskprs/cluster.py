@@ -53,15 +53,18 @@ def connect(target: Any, processes: int, node_count: int) -> Iterator[Connection
     Parameters
     ----------
     target
-        ``None``, ``"local"``, a scheduler address, a ``Client``, a ``Cluster``, or
-        ``{"class": "module.Class", "options": {...}}``.
+        ``None``, ``"local"``, a scheduler address, a ``Client``, a ``Cluster``,
+        ``{"class": "module.Class", "options": {...}}``, or a :class:`Connection` already
+        open (a pipeline's, shared by its steps).
     processes
         Worker processes of a cluster daskprs starts.
     node_count
         Nodes (jobs) of a cluster class daskprs starts.
     """
     with dask.config.set(_SCHEDULER_CONFIG):
-        if isinstance(target, Client):
+        if isinstance(target, Connection):  # a pipeline's one connection, shared by its steps
+            yield target
+        elif isinstance(target, Client):
             yield Connection(target, False, None)
         elif target is not None and hasattr(target, "scheduler_address"):
             with Client(target) as client:

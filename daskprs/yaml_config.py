@@ -6,6 +6,7 @@ directory. Every problem is reported at once, each with the file and key it came
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -31,19 +32,22 @@ _SIDE_INPUT = re.compile(r"\$\{\{\s*side_inputs\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}
 
 
 def load_step(path: str, overrides: list[str] | tuple[str, ...] = (),
-              data_table: str | None = None, job: str | None = None) -> ParallelRunStep:
+              data_table: str | None = None, job: str | None = None,
+              data: dict[str, Any] | None = None) -> ParallelRunStep:
     """Read a step's YAML config, apply ``--set`` overrides, validate everything.
 
     An Azure ML v2 file (a ``type: parallel`` job or parallel component, or one parallel
     node ``job`` of a ``type: pipeline`` file) is mapped by :mod:`daskprs.azure.job`;
     ``data_table`` is then its data table (default: ``azureml_data.yaml`` next to it).
+    ``data``: the step's mapping when it is part of a larger file (a pipeline's step);
+    ``path`` then names that file and anchors relative paths.
 
     Raises
     ------
     ConfigError
         Listing every problem with its file and key.
     """
-    data = _read(path)
+    data = _read(path) if data is None else copy.deepcopy(data)
     if is_azure_document(data):
         from daskprs.azure.job import load_azure_step
 

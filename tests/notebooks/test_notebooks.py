@@ -172,3 +172,18 @@ def test_printed_joins_a_line_the_kernel_flushed_in_two_stream_outputs():
 
     assert printed(notebook) == ["items: {'total': 3}", "rows: 3"]
     assert stream(notebook.cells[0], "stderr") == "a log line\n"
+
+
+def test_pipeline_notebook_runs_three_steps_then_reuses_all_of_them(executed):
+    notebook = executed("pipeline")
+
+    assert [o for cell in notebook.cells if cell.cell_type == "code"
+            for o in cell.outputs if o.output_type == "error"] == []
+    assert lines_starting(notebook, "joined:") == ["joined: 80 rows, score sum 2800"]
+    assert lines_starting(notebook, "reused:") == ["reused: [True, True, True]"]
+    assert [line.split()[:4] for line in printed(notebook)
+            if line.split()[1:3] in (["script", "Completed"], ["parallel", "Completed"])] == [
+        ["prepare", "script", "Completed", "no"], ["score", "parallel", "Completed", "no"],
+        ["join", "script", "Completed", "no"]]
+    assert any(table.startswith("<table><tr><th style='text-align:left'>step</th>")
+               for table in displayed(notebook, "text/html"))

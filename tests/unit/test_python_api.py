@@ -26,8 +26,13 @@ EXPORTED = [
     "JobResult",
     "MiniBatchContext",
     "OutputError",
+    "OutputFileDatasetConfig",
     "ParallelRunConfig",
     "ParallelRunStep",
+    "Pipeline",
+    "PipelineData",
+    "PipelineResult",
+    "PythonScriptStep",
 ]
 
 
