@@ -45,13 +45,18 @@ def script_fingerprint(config: ParallelRunConfig, arguments: list[str],
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# folders that scripts write into their own source folder as they run (bytecode, MLflow's
+# local tracking store): a run must not change the fingerprint of the next
+RUN_ARTIFACTS = frozenset({"__pycache__", "mlruns"})
+
+
 def _source_listing(folder: str | None, output_path: str) -> list[tuple[str, int, int]]:
     if not folder:
         return []
     entries = []
     output = os.path.abspath(output_path) if "://" not in output_path else None
     for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__"
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in RUN_ARTIFACTS
                          and os.path.join(root, d) != output)
         for name in sorted(files):
             path = os.path.join(root, name)

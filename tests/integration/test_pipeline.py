@@ -324,6 +324,13 @@ def test_azure_1a_pipeline_partitions_then_trains_one_model_per_store_and_brand(
     saved = sorted(str(p.parent.relative_to(models)) for p in models.rglob("MLmodel"))
     assert saved == sorted(f"{s}/{b.replace('.', '_')}" for s in stores for b in brands)
 
+    again = CliRunner().invoke(main, ["run", config, "--scheduler", "local", "--no-progress"])
+
+    assert again.exit_code == 0, again.output   # MLflow's mlruns/ in the code folder aside
+    assert [line.split()[:4] for line in again.stdout.splitlines()[2:]] == [
+        ["partition_job", "script", "Completed", "yes"],
+        ["parallel-train", "parallel", "Completed", "yes"]]
+
 
 def test_azure_3a_pipeline_validates_its_command_and_parallel_jobs_and_their_link(
         tmp_path: Path) -> None:
