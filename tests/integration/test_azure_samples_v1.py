@@ -275,8 +275,13 @@ def test_the_mnist_sample_labels_every_image_once(client: Any, tmp_path: Path) -
     result = parallelrun_step.run(client=client, progress=False)
 
     assert result.status == "Completed", result.first_errors
-    df = pd.read_csv(tmp_path / "out" / "mnist_outputs.txt", delimiter=":", header=None)
+    # the script returns lines "<file>: <digit>", which hold append_row's separator (a space):
+    # daskprs quotes them as one CSV value (README, "append_row quoting"), where the
+    # notebook's read_csv(delimiter=":") of Azure's file took two columns
+    lines = result.read_output()[0]
+    df = lines.str.split(": ", expand=True)
     df.columns = ["Filename", "Prediction"]
+    df["Prediction"] = df["Prediction"].astype(int)
     assert df.shape[0] == MNIST_IMAGES
     assert sorted(df["Filename"]) == sorted(f"{n}.png" for n in range(MNIST_IMAGES))
     assert all(int(name.split(".")[0]) % 10 == label
