@@ -3,11 +3,13 @@ the API."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 import traceback
+from collections.abc import Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -91,20 +93,9 @@ def run(config: str, overrides: tuple[str, ...], scheduler: str | None, progress
                        "YAML file (an Azure pipeline: --job NAME)", err=True)
             sys.exit(EXIT_USAGE)
         _run_pipeline(config, overrides, scheduler, progress, data_table)
-    try:
+    with _exit_on_errors():
         step, scheduler = _load(config, overrides, scheduler, data_table, job)
         result = step.run(client=scheduler, progress=progress, retry_failed=retry_failed)
-    except KeyboardInterrupt:
-        click.echo("Canceled: interrupted; committed mini-batches are kept.", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    except DaskprsError as exc:
-        if getattr(exc, "job_result", None) is not None:  # the job ran: show its counts
-            click.echo(redact(exc.job_result.summary()))
-        click.echo(redact(f"error: {exc}"), err=True)
-        sys.exit(exc.exit_code)
-    except Exception:
-        click.echo(redact(f"internal error:\n{traceback.format_exc()}"), err=True)
-        sys.exit(EXIT_INTERNAL)
     from daskprs.result import COMPLETED
 
     click.echo(redact(result.summary()))
@@ -248,6 +239,25 @@ def _load(config: str, overrides: tuple[str, ...], scheduler: str | None,
     return step, scheduler
 
 
+@contextlib.contextmanager
+def _exit_on_errors() -> Iterator[None]:
+    """Turn an interrupt, a daskprs error (after the counts of a job that ran) or an
+    unexpected error into its message on stderr and its exit code."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo("Canceled: interrupted; committed mini-batches are kept.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except DaskprsError as exc:
+        if getattr(exc, "job_result", None) is not None:  # the job ran: show its counts
+            click.echo(redact(exc.job_result.summary()))
+        click.echo(redact(f"error: {exc}"), err=True)
+        sys.exit(exc.exit_code)
+    except Exception:
+        click.echo(redact(f"internal error:\n{traceback.format_exc()}"), err=True)
+        sys.exit(EXIT_INTERNAL)
+
+
 def _is_pipeline(config: str, job: str | None) -> bool:
     """A pipeline file, run whole (``--job`` runs one parallel node of an Azure pipeline)."""
     from daskprs.pipeline.yaml_loader import is_pipeline_file
@@ -261,19 +271,10 @@ def _run_pipeline(config: str, overrides: tuple[str, ...], scheduler: str | None
     completed, 1 when one failed, 2 for a problem found before any step ran."""
     from daskprs.pipeline.yaml_loader import load_any_pipeline
 
-    try:
+    with _exit_on_errors():
         address = _scheduler_address(scheduler)
         result = load_any_pipeline(config, overrides, data_table).run(client=address,
                                                                       progress=progress)
-    except KeyboardInterrupt:
-        click.echo("Canceled: interrupted; committed mini-batches are kept.", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    except DaskprsError as exc:
-        click.echo(redact(f"error: {exc}"), err=True)
-        sys.exit(exc.exit_code)
-    except Exception:
-        click.echo(redact(f"internal error:\n{traceback.format_exc()}"), err=True)
-        sys.exit(EXIT_INTERNAL)
     click.echo(redact(result.summary()))
     sys.exit(result.exit_code)
 

@@ -21,23 +21,10 @@ from daskprs import ConfigError, Dataset, OutputError, ParallelRunConfig, Parall
 from daskprs.cli import main
 from daskprs.commit import StateStore
 from daskprs.storage import Location
+from tests.integration.test_dead_letters import BAD_IDS, ROW_SCRIPT, ROW_SCRIPT_FIXED
 
-BAD_IDS = (7, 251, 498)  # in mini-batches 0, 10 and 19 of 20 (25 rows each)
+# BAD_IDS fall in mini-batches 0, 10 and 19 of 20 here (25 rows each)
 BAD_FILES = (3, 40, 57)  # of 60 files, 2 a mini-batch
-
-ROW_SCRIPT = f"""
-BAD = set({BAD_IDS!r})
-
-def run(mini_batch, mini_batch_context):
-    ids = mini_batch["id"].tolist()
-    if BAD & set(ids):
-        raise ValueError(f"bad ids {{sorted(BAD & set(ids))}}")
-    return ids
-"""
-ROW_SCRIPT_FIXED = """
-def run(mini_batch, mini_batch_context):
-    return mini_batch["id"].tolist()
-"""
 FILE_SCRIPT = f"""
 import os
 import pandas as pd
