@@ -37,9 +37,8 @@ import pandas as pd
 import pytest
 
 from daskprs.yaml_config import load_step
+from tests.azure_sample_files import SAMPLES, STAND_INS, write_data_table
 
-SAMPLES = Path(__file__).resolve().parents[1] / "azure_samples" / "v2"
-STAND_INS = Path(__file__).resolve().parents[1] / "azure_samples" / "stand_ins"
 IRIS_ROWS, IRIS_COLUMNS = 150, 44
 
 pytest.importorskip("mlflow", reason="pip install daskprs[azure-samples]")
@@ -154,9 +153,7 @@ def test_2a_iris_batch_prediction_scores_every_row_once(
     folder = copy_sample("2a_iris_batch_prediction", tmp_path, monkeypatch)
     values = write_iris(folder / "neural-iris-mltable" / "iris.csv")
     write_iris_model(folder / "iris-model", values)
-    (folder / "azureml_data.yaml").write_text(
-        "default_datastore: workspaceblobstore\n"
-        f"datastores:\n  workspaceblobstore: {tmp_path / 'blobs'}\n", encoding="utf-8")
+    write_data_table(folder, tmp_path / "blobs")
 
     step = load_step(str(folder / "pipeline.yml"), job="batch_prediction")
     result = step.run(client=sample_client, progress=False)
@@ -181,11 +178,8 @@ def test_3a_mnist_parallel_node_validates_in_mini_batches_of_five_files(
     for number in range(12):
         (images / f"{number}.png").write_bytes(b"\x89PNG")
     (folder / "mnist_models").mkdir()
-    (folder / "azureml_data.yaml").write_text(
-        "default_datastore: workspaceblobstore\n"
-        f"datastores:\n  workspaceblobstore: {tmp_path / 'blobs'}\n"
-        f"bindings:\n  parent.jobs.prepare_data.outputs.mnist_png: {images}\n",
-        encoding="utf-8")
+    write_data_table(folder, tmp_path / "blobs",
+                     {"parent.jobs.prepare_data.outputs.mnist_png": images})
 
     summary = load_step(str(folder / "pipeline.yml"), job="predict_digits_mnist").validate()
 

@@ -24,6 +24,7 @@ from click.testing import CliRunner
 from daskprs import ParallelRunConfig, ParallelRunStep
 from daskprs.cli import main
 from daskprs.pipeline import Pipeline, PipelineData, PythonScriptStep
+from tests.azure_sample_files import SAMPLES, STAND_INS, write_data_table
 
 RAW = pd.DataFrame({"id": [7, 3, 9, 1, 4, 8, 2, 6], "x": [5, -1, 2, 0, 3, -2, 4, 1]})
 PREPARE = """
@@ -267,8 +268,6 @@ def test_steps_that_do_not_read_from_each_other_run_at_the_same_time(tmp_path: P
         "['a', 'b']\n"
 
 
-SAMPLES = Path(__file__).resolve().parents[1] / "azure_samples" / "v2"
-STAND_INS = Path(__file__).resolve().parents[1] / "azure_samples" / "stand_ins"
 
 
 def azure_sample(name: str, tmp_path: Path) -> Path:
@@ -338,9 +337,7 @@ def test_azure_3a_pipeline_validates_its_command_and_parallel_jobs_and_their_lin
     needs TensorFlow 1 (``tf.Session``), which has no wheel for this Python."""
     folder = azure_sample("3a_mnist_batch_identification", tmp_path)
     (folder / "mnist_models").mkdir()
-    (folder / "azureml_data.yaml").write_text(
-        f"default_datastore: workspaceblobstore\n"
-        f"datastores:\n  workspaceblobstore: {tmp_path / 'blobs'}\n", encoding="utf-8")
+    write_data_table(folder, tmp_path / "blobs")
 
     done = CliRunner().invoke(main, ["validate", str(folder / "pipeline.yml")])
 
